@@ -1,0 +1,156 @@
+"""Every number in one place: typed configs whose defaults are the original run.
+
+Profiles change only what must change for a laptop (`demo`) or CI (`smoke`); the
+feature settings are the same in all of them, so one mel cache serves every profile.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+PROFILE_ENV = "BEETNET_PROFILE"
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Audio -> mel dB, exactly as the original notebook computed it."""
+
+    sample_rate: int = 16000
+    clip_seconds: float = 2.0
+    n_fft: int = 2048
+    hop_length: int = 512
+    n_mels: int = 96
+    power: float = 1.0
+    db_min: float = -40.0
+    db_max: float = 60.0
+    silence_threshold: float = 1e-3  # mean |wav| after peak normalisation
+    min_clip_fraction: float = 0.5  # shorter clips are skipped, longer-but-short ones zero-padded
+
+    @property
+    def clip_samples(self) -> int:
+        return int(round(self.sample_rate * self.clip_seconds))
+
+    @property
+    def n_frames(self) -> int:
+        return self.clip_samples // self.hop_length + 1  # torch.stft with center=True
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where clips come from and how recordings are split."""
+
+    source: str = "kaggle"
+    kaggle_handle: str = "alexzyukov/beethoven/versions/1"
+    musicnet_handle: str = "alonhaviv/musicnet/versions/1"
+    demo_recordings: int = 12
+    demo_seconds: float = 180.0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.1
+    split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional)."""
+
+    preset: str = "seed"
+    proj_dim: int = 256
+    latent_dim: int = 256
+    dec_hidden: int = 256
+    enc_layers: int = 2
+    dec_layers: int = 2
+    bidirectional: bool = True
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    batch_size: int = 32
+    epochs: int = 50
+    lr: float = 1e-3
+    betas: tuple[float, float] = (0.5, 0.999)
+    grad_clip: float = 1.0
+    seed: int = 0
+    amp: bool = True  # float16 autocast + GradScaler on CUDA; off on the CPU unless forced
+    minutes: float | None = None  # stop cleanly after the epoch that crosses this budget
+
+
+@dataclass(frozen=True)
+class Config:
+    profile: str = "full"
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        train = dict(d.get("train", {}))
+        if "betas" in train:
+            train["betas"] = tuple(train["betas"])
+        return cls(
+            profile=d.get("profile", "full"),
+            features=FeatureConfig(**d.get("features", {})),
+            data=DataConfig(**d.get("data", {})),
+            model=ModelConfig(**d.get("model", {})),
+            train=TrainConfig(**train),
+        )
+
+    @classmethod
+    def from_json(cls, text: str) -> "Config":
+        return cls.from_dict(json.loads(text))
+
+    def hash(self) -> str:
+        return stable_hash(self.to_dict())
+
+    def replace(self, **sections: Any) -> "Config":
+        """`cfg.replace(train={"epochs": 3})`: a copy with some fields of some sections changed."""
+        changes = {}
+        for name, values in sections.items():
+            current = getattr(self, name)
+            changes[name] = dataclasses.replace(current, **values) if isinstance(values, dict) else values
+        return dataclasses.replace(self, **changes)
+
+
+def stable_hash(obj: Any) -> str:
+    """Short sha256 of canonical JSON: equal settings give equal hashes across runs and machines."""
+    if dataclasses.is_dataclass(obj):
+        obj = dataclasses.asdict(obj)
+    text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _profiles() -> dict[str, Config]:
+    full = Config()
+    demo = Config(
+        profile="demo",
+        data=DataConfig(source="demo"),
+        train=TrainConfig(epochs=12),
+    )
+    smoke = Config(
+        profile="smoke",
+        data=DataConfig(source="demo", demo_recordings=6, demo_seconds=24.0),
+        model=ModelConfig(proj_dim=32, latent_dim=32, dec_hidden=32),
+        train=TrainConfig(batch_size=8, epochs=2),
+    )
+    return {c.profile: c for c in (full, demo, smoke)}
+
+
+PROFILES: dict[str, Config] = _profiles()
+
+
+def get_config(profile: str | None = None) -> Config:
+    """The named profile; `None` reads BEETNET_PROFILE (default `full`)."""
+    name = profile or os.environ.get(PROFILE_ENV) or "full"
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}: choose one of {', '.join(PROFILES)}")
+    return PROFILES[name]

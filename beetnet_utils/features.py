@@ -1,0 +1,286 @@
+"""Clips -> clamped mel dB, cached as three files: mels.npy (N, 96, 63), index.csv, meta.json.
+
+Exactly the original's features: peak-normalise, MelSpectrogram(power=1) ->
+AmplitudeToDB('amplitude') -> clamp to [-40, 60] dB, silent clips dropped. Unlike the
+original, bad files are skipped and counted instead of crashing the loop, statistics
+come from the train split only, and the split is by recording (segments of one
+recording overlap in the Kaggle set, so a clip-level split would leak).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import functools
+import json
+import platform
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+from tqdm.auto import tqdm
+
+from .config import DataConfig, FeatureConfig, stable_hash
+from .data import MANIFEST, list_clips, parse_clip_name
+from .storage import BeetNetError, atomic_dir
+
+SPLITS = ("train", "val", "test")
+_BATCH = 4  # clips per mel call
+
+
+@functools.lru_cache(maxsize=4)
+def _transforms(features: FeatureConfig) -> tuple[torch.nn.Module, torch.nn.Module]:
+    mel = torchaudio.transforms.MelSpectrogram(
+        sample_rate=features.sample_rate, n_fft=features.n_fft, hop_length=features.hop_length,
+        n_mels=features.n_mels, power=features.power)
+    return mel, torchaudio.transforms.AmplitudeToDB(stype="amplitude")
+
+
+def mel_db(wav: torch.Tensor, features: FeatureConfig) -> torch.Tensor:
+    """(..., samples) peak-normalised waveform -> (..., n_mels, n_frames) clamped dB."""
+    mel, to_db = _transforms(features)
+    with torch.no_grad():
+        return to_db(mel(wav)).clamp_(features.db_min, features.db_max)
+
+
+def load_clip(path: Path, features: FeatureConfig) -> tuple[torch.Tensor | None, str | None, list[str]]:
+    """Read one clip and make it conform. Returns (waveform, skip reason, fixes applied).
+
+    Rules: stereo is averaged to mono; another sample rate is resampled; a clip shorter than
+    `min_clip_fraction` of 2 s is skipped, a shorter-but-long-enough one is zero-padded, a
+    longer one is trimmed to its first 2 s; silence (all zero, or mean |wav| below the
+    threshold after peak normalisation, as the original) is skipped.
+    """
+    fixes = []
+    try:
+        audio, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception:
+        return None, "unreadable (corrupt or not audio)", fixes
+    if audio.size == 0:
+        return None, "empty", fixes
+    if not np.isfinite(audio).all():
+        return None, "corrupt (NaN or inf samples)", fixes
+    wav = torch.from_numpy(audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0])
+    if audio.shape[1] > 1:
+        fixes.append("down-mixed to mono")
+    if sr != features.sample_rate:
+        wav = torchaudio.functional.resample(wav, sr, features.sample_rate)
+        fixes.append(f"resampled from {sr} Hz")
+    n = features.clip_samples
+    if wav.numel() < features.min_clip_fraction * n:
+        return None, f"too short (< {features.min_clip_fraction * features.clip_seconds:g} s)", fixes
+    if wav.numel() < n:
+        wav = torch.nn.functional.pad(wav, (0, n - wav.numel()))
+        fixes.append("zero-padded to 2 s")
+    elif wav.numel() > n:
+        wav = wav[:n]
+        fixes.append("trimmed to 2 s")
+    peak = wav.abs().max()
+    if peak == 0:
+        return None, "silent", fixes
+    wav = wav / peak
+    if wav.abs().mean() < features.silence_threshold:
+        return None, "silent", fixes
+    return wav, None, fixes
+
+
+# --- split and statistics --------------------------------------------------------------------
+
+def split_recordings(recordings: list[str], data: DataConfig) -> dict[str, str]:
+    """Deterministic recording -> split; at least one recording each in val and test."""
+    recs = sorted(set(recordings))
+    if len(recs) < 3:
+        raise BeetNetError(f"only {len(recs)} recording(s): a split by recording needs at least 3; add recordings")
+    order = [recs[i] for i in np.random.default_rng(data.split_seed).permutation(len(recs))]
+    n_test = max(1, round(data.test_fraction * len(recs)))
+    n_val = max(1, round(data.val_fraction * len(recs)))
+    return {r: ("test" if i < n_test else "val" if i < n_test + n_val else "train") for i, r in enumerate(order)}
+
+
+def db_stats(mels: np.ndarray, chunk: int = 1024) -> tuple[float, float]:
+    """Mean and std of dB values in float64, in chunks so float16 input never overflows memory."""
+    s = s2 = 0.0
+    n = 0
+    for i in range(0, len(mels), chunk):
+        x = mels[i:i + chunk].astype(np.float32)
+        s += float(x.sum(dtype=np.float64))
+        s2 += float(np.square(x).sum(dtype=np.float64))
+        n += x.size
+    mean = s / n
+    return float(mean), float(np.sqrt(max(s2 / n - mean * mean, 1e-12)))
+
+
+# --- the cache -------------------------------------------------------------------------------
+
+@dataclass
+class MelCache:
+    path: Path
+    mels: np.ndarray  # (N, n_mels, n_frames) float16 clamped dB
+    names: list[str]
+    recordings: np.ndarray  # (N,) recording id per clip
+    splits: np.ndarray  # (N,) 'train' | 'val' | 'test'
+    meta: dict
+
+    @property
+    def mean(self) -> float:
+        return self.meta["stats"]["mean"]
+
+    @property
+    def std(self) -> float:
+        return self.meta["stats"]["std"]
+
+    @property
+    def features(self) -> FeatureConfig:
+        return FeatureConfig(**self.meta["features"])
+
+    @property
+    def key(self) -> str:
+        """Identifies this cache's content: which clips, which features, which split."""
+        return stable_hash([self.meta["feature_hash"], self.meta["clips_hash"], self.meta["split_config"]])
+
+    def indices(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
+        return np.flatnonzero(self.splits == split)
+
+    def _rows(self, split: str) -> np.ndarray:
+        idx = self.indices(split)  # the cache is stored in split order, so this is a slice, not a gather
+        return self.mels[idx[0]:idx[-1] + 1] if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else self.mels[idx]
+
+    def db(self, split: str) -> np.ndarray:
+        return self._rows(split).astype(np.float32)
+
+    def standardised(self, split: str, device: str | torch.device = "cpu",
+                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """One tensor for a whole split, standardised in place on the target device."""
+        x = torch.from_numpy(self._rows(split)).to(device=device, dtype=torch.float32)
+        return x.sub_(self.mean).div_(self.std).to(dtype)
+
+    def summary(self) -> dict:
+        split_sizes = {s: {"clips": int((self.splits == s).sum()),
+                           "recordings": len(set(self.recordings[self.splits == s]))} for s in SPLITS}
+        return {"clips": len(self.names), "splits": split_sizes, "stats": self.meta["stats"],
+                "skipped": self.meta["skipped"], "fixed": self.meta["fixed"]}
+
+
+def _clips_hash(clips: list[Path]) -> str:
+    return stable_hash([(p.name, p.stat().st_size) for p in clips])
+
+
+def load_cache(path: Path) -> MelCache:
+    path = Path(path)
+    if not (path / "meta.json").exists():
+        raise BeetNetError(f"no mel cache at {path}: run `python -m beetnet_utils cache --clips CLIPS --out {path}`")
+    meta = json.loads((path / "meta.json").read_text())
+    with open(path / "index.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    mels = np.load(path / "mels.npy", mmap_mode=None)
+    if len(rows) != len(mels):
+        raise BeetNetError(f"mel cache at {path} is inconsistent ({len(rows)} index rows, {len(mels)} mels): "
+                           "delete it and build it again")
+    return MelCache(path, mels, [r["name"] for r in rows], np.array([r["recording"] for r in rows]),
+                    np.array([r["split"] for r in rows]), meta)
+
+
+def _stale_reason(path: Path, features: FeatureConfig, clips_hash: str, split_config: dict) -> str | None:
+    """Why an existing cache cannot be reused, or None if it can."""
+    meta_path = path / "meta.json"
+    if not meta_path.exists():
+        return "no cache yet" if not path.exists() else "incomplete cache (no meta.json)"
+    meta = json.loads(meta_path.read_text())
+    if meta.get("feature_hash") != stable_hash(features):
+        old, new = meta.get("features", {}), dataclasses.asdict(features)
+        diff = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in new.items() if old.get(k) != v)
+        return f"feature settings changed ({diff or 'hash differs'})"
+    if meta.get("clips_hash") != clips_hash:
+        return "the clip folder changed (files added, removed or resized)"
+    if meta.get("split_config") != split_config:
+        return f"split settings changed ({meta.get('split_config')} -> {split_config})"
+    return None
+
+
+def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataConfig,
+                progress: bool = True, log=print) -> MelCache:
+    """Reuse the cache at `out` if it matches these clips and settings; otherwise build it atomically."""
+    clips_dir, out = Path(clips_dir), Path(out)
+    clips = list_clips(clips_dir)
+    clip_names = {p.name for p in clips}
+    others = [p.name for p in clips_dir.iterdir()
+              if p.name != MANIFEST and not p.name.startswith(".") and p.name not in clip_names]
+    if not clips:
+        raise BeetNetError(f"no {{recording}}_{{k}}.wav clips in {clips_dir}: run the download step first")
+    feature_hash, clips_hash = stable_hash(features), _clips_hash(clips)
+    split_config = {"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
+    reason = _stale_reason(out, features, clips_hash, split_config)
+    if reason is None:
+        log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
+        return load_cache(out)
+    log(f"building mel cache {out}: {reason}")
+
+    # Split first (recordings are known from the names), so the cache is written in split order.
+    split_of = split_recordings([parse_clip_name(p.name)[0] for p in clips], data)
+    clips = sorted(clips, key=lambda p: SPLITS.index(split_of[parse_clip_name(p.name)[0]]))
+    mels = np.empty((len(clips), features.n_mels, features.n_frames), np.float16)
+    keep: list[int] = []
+    skipped: Counter = Counter({"not named {recording}_{k}.wav": len(others)} if others else {})
+    fixed: Counter = Counter()
+    skipped_files: list[tuple[str, str]] = []
+    batch: list[torch.Tensor] = []
+
+    # One process, small batches, torch's threads on all cores: measured faster on 2 cores than worker
+    # processes (start-up, 1 thread each) or a reader thread (oversubscribes OpenMP). See benchmarks/.
+    def flush() -> None:
+        if batch:
+            mels[len(keep) - len(batch):len(keep)] = mel_db(torch.stack(batch), features).numpy()
+            batch.clear()
+
+    with tqdm(total=len(clips), desc="mel spectrograms", unit="clip", disable=not progress) as bar:
+        for i, path in enumerate(clips):
+            wav, reason, fixes = load_clip(path, features)
+            fixed.update(fixes)
+            if reason:
+                skipped[reason] += 1
+                skipped_files.append((path.name, reason))
+            else:
+                keep.append(i)
+                batch.append(wav)
+            if len(batch) == _BATCH:
+                flush()
+            if i % 64 == 63:
+                bar.update(64)
+        flush()
+        bar.update(len(clips) - bar.n)
+    if not keep:
+        raise BeetNetError(f"every clip in {clips_dir} was skipped ({dict(skipped)}): nothing to cache")
+    mels = mels[: len(keep)]
+    names = [clips[i].name for i in keep]
+    recordings = [parse_clip_name(n)[0] for n in names]
+    if set(recordings) != set(split_of):  # a whole recording was skipped: split what is left again
+        split_of = split_recordings(recordings, data)
+        order = sorted(range(len(names)), key=lambda i: SPLITS.index(split_of[recordings[i]]))
+        mels, names, recordings = mels[order], [names[i] for i in order], [recordings[i] for i in order]
+    splits = np.array([split_of[r] for r in recordings])
+    n_train = int((splits == "train").sum())
+    mean, std = db_stats(mels[:n_train])
+    meta = {
+        "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
+        "clips_dir": str(clips_dir), "split_config": split_config,
+        "stats": {"mean": mean, "std": std, "fitted_on": "train"},
+        "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                     "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},
+    }
+    with atomic_dir(out) as staging:
+        np.save(staging / "mels.npy", mels)
+        with open(staging / "index.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["name", "recording", "split"])
+            w.writerows(zip(names, recordings, splits))
+        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+    total_skips = sum(skipped.values())
+    log(f"cached {len(names)} clips; skipped {total_skips}" + (f" ({dict(skipped)})" if total_skips else "")
+        + (f"; fixed {dict(fixed)}" if fixed else ""))
+    return MelCache(out, mels, names, np.array(recordings), splits, meta)

@@ -1,0 +1,146 @@
+"""Features exactly as specified, bad input counted, the cache reused only when it is valid."""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio
+
+from beetnet_utils import BeetNetError, build_cache, load_cache, mel_db
+from beetnet_utils.features import load_clip
+
+from helpers import SR, tone, write_wav
+
+quiet = dict(progress=False, log=lambda m: None)
+
+
+def test_mel_is_the_original_pipeline(smoke):
+    f = smoke.features
+    wav = torch.from_numpy(tone(2.0))
+    wav = wav / wav.abs().max()
+    ref = torchaudio.transforms.AmplitudeToDB(stype="amplitude")(
+        torchaudio.transforms.MelSpectrogram(sample_rate=16000, n_fft=2048, hop_length=512, n_mels=96, power=1.0)(wav)
+    ).clamp(-40, 60)
+    got = mel_db(wav, f)
+    assert got.shape == (96, 63) and torch.equal(got, ref)
+    assert got.min() >= -40 and got.max() <= 60 and got.max() > 20
+
+
+def test_cache_holds_clamped_db_of_every_clip(smoke_cache, smoke_clips):
+    c = smoke_cache
+    assert c.mels.shape == (smoke_clips.clips, 96, 63) and c.mels.dtype == np.float16
+    assert c.mels.min() >= -40 and c.mels.max() <= 60
+    assert set(c.names) == {p.name for p in smoke_clips.path.glob("*.wav")}
+
+
+def test_no_recording_is_in_two_splits_and_every_split_has_one(smoke_cache):
+    c = smoke_cache
+    owners = {}
+    for rec, split in zip(c.recordings, c.splits):
+        assert owners.setdefault(rec, split) == split
+    assert all(len(c.indices(s)) for s in ("train", "val", "test"))
+
+
+def test_statistics_come_from_the_train_split_only(smoke_cache):
+    train = smoke_cache.db("train").astype(np.float64)
+    assert smoke_cache.mean == pytest.approx(train.mean(), abs=1e-6)
+    assert smoke_cache.std == pytest.approx(train.std(), abs=1e-6)
+    assert smoke_cache.mean != pytest.approx(smoke_cache.mels.astype(np.float64).mean(), abs=1e-3)
+    z = smoke_cache.standardised("train")
+    assert abs(float(z.mean())) < 1e-3 and abs(float(z.std()) - 1) < 1e-3
+
+
+def test_bad_inputs_are_skipped_or_fixed_and_counted(tmp_path, smoke):
+    d = tmp_path / "clips"
+    for rec in ("100", "200", "300"):
+        for k in range(2):
+            write_wav(d / f"{rec}_{k}.wav", tone(2.0, freq=220 * (k + 1)))
+    write_wav(d / "400_0.wav", tone(2.0, 44100, channels=2), 44100)  # stereo 44.1 kHz: fixed
+    write_wav(d / "400_1.wav", tone(1.5))  # short but more than half: padded
+    write_wav(d / "400_2.wav", tone(0.5))  # too short: skipped
+    write_wav(d / "400_3.wav", np.zeros(2 * SR, np.float32))  # silent
+    write_wav(d / "400_4.wav", tone(2.0, amp=1e-6) + np.r_[1.0, np.zeros(2 * SR - 1)].astype(np.float32),
+              subtype="FLOAT")  # one click in near silence: mean |wav| < 1e-3 after peak normalisation
+    nan = tone(2.0)
+    nan[100] = np.nan
+    write_wav(d / "400_5.wav", nan, subtype="FLOAT")
+    (d / "400_6.wav").write_text("a text file named .wav")
+    (d / "400_7.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + b"\x00" * 7)  # truncated header
+    (d / "readme.txt").write_text("hello")
+    cache = build_cache(d, tmp_path / "cache", smoke.features, smoke.data, **quiet)
+    meta = cache.meta
+    assert meta["skipped"] == {"too short (< 1 s)": 1, "silent": 2, "corrupt (NaN or inf samples)": 1,
+                               "unreadable (corrupt or not audio)": 2, "not named {recording}_{k}.wav": 1}
+    assert meta["fixed"] == {"down-mixed to mono": 1, "resampled from 44100 Hz": 1, "zero-padded to 2 s": 1}
+    assert sorted(cache.names) == sorted([f"{r}_{k}.wav" for r in ("100", "200", "300") for k in range(2)]
+                                         + ["400_0.wav", "400_1.wav"])
+    assert ("400_6.wav", "unreadable (corrupt or not audio)") in [tuple(x) for x in meta["skipped_files"]]
+
+
+def test_cache_is_reused_and_rebuilt_with_a_reason(tmp_path, smoke, smoke_clips):
+    clips = tmp_path / "clips"
+    shutil.copytree(smoke_clips.path, clips)
+    said = []
+    build_cache(clips, tmp_path / "cache", smoke.features, smoke.data, progress=False, log=said.append)
+    mtime = (tmp_path / "cache" / "mels.npy").stat().st_mtime_ns
+    build_cache(clips, tmp_path / "cache", smoke.features, smoke.data, progress=False, log=said.append)
+    assert said[-1].startswith("reusing") and (tmp_path / "cache" / "mels.npy").stat().st_mtime_ns == mtime
+
+    other = smoke.replace(features={"n_mels": 64}).features
+    c64 = build_cache(clips, tmp_path / "cache", other, smoke.data, progress=False, log=said.append)
+    assert "feature settings changed (n_mels 96 -> 64)" in said[-2] and c64.mels.shape[1] == 64
+
+    write_wav(clips / "999_0.wav", tone(2.0))
+    build_cache(clips, tmp_path / "cache", other, smoke.data, progress=False, log=said.append)
+    assert "clip folder changed" in said[-2]
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging left behind
+
+
+def test_batched_build_equals_one_clip_at_a_time(smoke_cache, smoke_clips):
+    c = smoke_cache
+    for i, name in enumerate(c.names):
+        wav, _, _ = load_clip(smoke_clips.path / name, c.features)
+        np.testing.assert_allclose(c.mels[i], mel_db(wav, c.features).numpy().astype(np.float16), atol=0.07)
+    assert list(c.splits) == sorted(c.splits, key=["train", "val", "test"].index)  # stored in split order
+
+
+def test_missing_or_empty_inputs_are_one_line_errors(tmp_path, smoke):
+    with pytest.raises(BeetNetError, match="does not exist"):
+        build_cache(tmp_path / "nowhere", tmp_path / "cache", smoke.features, smoke.data, **quiet)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(BeetNetError, match="no \\{recording\\}_\\{k\\}.wav clips"):
+        build_cache(tmp_path / "empty", tmp_path / "cache", smoke.features, smoke.data, **quiet)
+    with pytest.raises(BeetNetError, match="no mel cache"):
+        load_cache(tmp_path / "cache")
+
+
+def test_a_full_disk_leaves_the_old_cache_intact(tmp_path, smoke, smoke_clips):
+    """A real write failure from the OS (RLIMIT_FSIZE -> EFBIG) during the build of a new cache."""
+    clips = tmp_path / "clips"
+    shutil.copytree(smoke_clips.path, clips)
+    old = build_cache(clips, tmp_path / "cache", smoke.features, smoke.data, **quiet)
+    write_wav(clips / "999_0.wav", tone(2.0))  # forces a rebuild
+    script = f"""
+import resource, signal, sys
+from beetnet_utils import build_cache, get_config, BeetNetError
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+c = get_config('smoke')
+try:
+    build_cache({str(clips)!r}, {str(tmp_path / 'cache')!r}, c.features, c.data, progress=False)
+except BeetNetError as e:
+    print(e); sys.exit(3)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=Path(__file__).parents[1])
+    assert r.returncode == 3, r.stderr
+    assert "disk full while writing" in r.stdout and r.stdout.count("\n") <= 2
+    again = load_cache(tmp_path / "cache")
+    assert again.names == old.names and np.array_equal(again.mels, old.mels)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
