@@ -13,7 +13,10 @@ import dataclasses
 import functools
 import json
 import platform
+import multiprocessing as mp
+import os
 from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +31,7 @@ from .data import MANIFEST, list_clips, parse_clip_name
 from .storage import BeetNetError, atomic_dir
 
 SPLITS = ("train", "val", "test")
-_BATCH = 4  # clips per mel call
+_CHUNK = 128  # clips per task
 
 
 @functools.lru_cache(maxsize=4)
@@ -85,6 +88,35 @@ def load_clip(path: Path, features: FeatureConfig) -> tuple[torch.Tensor | None,
     if wav.abs().mean() < features.silence_threshold:
         return None, "silent", fixes
     return wav, None, fixes
+
+
+def _featurise(paths: list[Path], features: FeatureConfig) -> tuple[np.ndarray, list, list, Counter]:
+    """Read and featurise a chunk one clip at a time (in a worker: on one thread)."""
+    out = np.empty((len(paths), features.n_mels, features.n_frames), np.float16)
+    kept, skips, fixes = [], [], Counter()
+    for i, path in enumerate(paths):
+        wav, reason, fixed = load_clip(path, features)
+        fixes.update(fixed)
+        if reason:
+            skips.append((path.name, reason))
+        else:
+            out[len(kept)] = mel_db(wav, features).numpy()
+            kept.append(i)
+    return out[: len(kept)], kept, skips, fixes
+
+
+def _featurise_all(clips: list[Path], features: FeatureConfig, workers: int):
+    """Yield (start, chunk result) in order: forked worker processes for big sets, else in-process."""
+    chunks = [clips[i:i + _CHUNK] for i in range(0, len(clips), _CHUNK)]
+    if workers <= 1 or len(chunks) < 4:
+        for i, chunk in enumerate(chunks):
+            yield i * _CHUNK, _featurise(chunk, features)
+        return
+    # fork starts workers in milliseconds (spawn would re-import torch in each), as DataLoader does on Linux
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+        for i, result in enumerate(pool.map(_featurise, chunks, [features] * len(chunks))):
+            yield i * _CHUNK, result
 
 
 # --- split and statistics --------------------------------------------------------------------
@@ -203,7 +235,7 @@ def _stale_reason(path: Path, features: FeatureConfig, clips_hash: str, split_co
 
 
 def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataConfig,
-                progress: bool = True, log=print) -> MelCache:
+                progress: bool = True, log=print, workers: int | None = None) -> MelCache:
     """Reuse the cache at `out` if it matches these clips and settings; otherwise build it atomically."""
     clips_dir, out = Path(clips_dir), Path(out)
     clips = list_clips(clips_dir)
@@ -228,31 +260,16 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     skipped: Counter = Counter({"not named {recording}_{k}.wav": len(others)} if others else {})
     fixed: Counter = Counter()
     skipped_files: list[tuple[str, str]] = []
-    batch: list[torch.Tensor] = []
-
-    # One process, small batches, torch's threads on all cores: measured faster on 2 cores than worker
-    # processes (start-up, 1 thread each) or a reader thread (oversubscribes OpenMP). See benchmarks/.
-    def flush() -> None:
-        if batch:
-            mels[len(keep) - len(batch):len(keep)] = mel_db(torch.stack(batch), features).numpy()
-            batch.clear()
-
+    workers = os.cpu_count() or 1 if workers is None else workers
     with tqdm(total=len(clips), desc="mel spectrograms", unit="clip", disable=not progress) as bar:
-        for i, path in enumerate(clips):
-            wav, reason, fixes = load_clip(path, features)
+        for start, (chunk_mels, kept, skips, fixes) in _featurise_all(clips, features, workers):
+            mels[len(keep):len(keep) + len(kept)] = chunk_mels
+            keep.extend(start + k for k in kept)
+            for name, why in skips:
+                skipped[why] += 1
+                skipped_files.append((name, why))
             fixed.update(fixes)
-            if reason:
-                skipped[reason] += 1
-                skipped_files.append((path.name, reason))
-            else:
-                keep.append(i)
-                batch.append(wav)
-            if len(batch) == _BATCH:
-                flush()
-            if i % 64 == 63:
-                bar.update(64)
-        flush()
-        bar.update(len(clips) - bar.n)
+            bar.update(min(_CHUNK, len(clips) - start))
     if not keep:
         raise BeetNetError(f"every clip in {clips_dir} was skipped ({dict(skipped)}): nothing to cache")
     mels = mels[: len(keep)]

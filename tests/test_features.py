@@ -144,3 +144,14 @@ except BeetNetError as e:
     again = load_cache(tmp_path / "cache")
     assert again.names == old.names and np.array_equal(again.mels, old.mels)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_forked_workers_give_the_same_cache_as_one_process(tmp_path, smoke, smoke_clips, monkeypatch):
+    from beetnet_utils import features
+
+    threads = torch.get_num_threads()
+    monkeypatch.setattr(features, "_CHUNK", 8)  # enough chunks for the worker pool on a small set
+    a = build_cache(smoke_clips.path, tmp_path / "a", smoke.features, smoke.data, workers=1, **quiet)
+    b = build_cache(smoke_clips.path, tmp_path / "b", smoke.features, smoke.data, workers=2, **quiet)
+    assert a.names == b.names and np.array_equal(a.mels, b.mels) and a.meta["stats"] == b.meta["stats"]
+    assert torch.get_num_threads() == threads  # the one-thread setting stays inside the workers
