@@ -26,6 +26,21 @@ def _cache(args: argparse.Namespace) -> None:
     print(json.dumps(cache.summary(), indent=2))
 
 
+def _train(args: argparse.Namespace) -> None:
+    from .features import load_cache
+    from .train import train
+
+    cfg = get_config(args.profile)
+    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
+                                   "minutes": args.minutes, "amp": args.amp}.items() if v is not None}
+    cfg = cfg.replace(train=overrides)
+    history = train(load_cache(args.cache), args.run, cfg, device=args.device)
+    if history:
+        best = min(history, key=lambda h: h["val_l1"])
+        print(f"best val L1 {best['val_l1']:.4f} ({best['val_l1_db']:.2f} dB) at epoch {best['epoch']}; "
+              f"checkpoints, history.json and loss.png in {args.run}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m beetnet_utils", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -45,6 +60,14 @@ def parser() -> argparse.ArgumentParser:
     c = add("cache", "Turn a clip folder into the mel cache (reused when nothing changed).", _cache)
     c.add_argument("--clips", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
+    t = add("train", "Train the autoencoder, or resume the run in --run where it stopped.", _train)
+    t.add_argument("--cache", type=Path, required=True)
+    t.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and history")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch-size", type=int)
+    t.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when present")
+    t.add_argument("--minutes", type=float, help="stop cleanly after the epoch that crosses this budget")
+    t.add_argument("--amp", choices=["auto", "on", "off"], help="mixed precision (auto: on CUDA only)")
     return p
 
 
@@ -52,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.fn(args)
-    except (BeetNetError, ValueError) as exc:
+    except (BeetNetError, ValueError, RuntimeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -74,7 +74,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     grad_clip: float = 1.0
     seed: int = 0
-    amp: bool = True  # float16 autocast + GradScaler on CUDA; off on the CPU unless forced
+    amp: str = "auto"  # auto: float16 autocast + GradScaler on CUDA only; on: also bfloat16 on the CPU; off
     minutes: float | None = None  # stop cleanly after the epoch that crosses this budget
 
 

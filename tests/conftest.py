@@ -20,3 +20,18 @@ def smoke_clips(tmp_path_factory, smoke):
 def smoke_cache(tmp_path_factory, smoke, smoke_clips):
     out = tmp_path_factory.mktemp("smoke_cache") / "cache"
     return build_cache(smoke_clips.path, out, smoke.features, smoke.data, progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def mid():
+    """Demo data big enough to learn from in seconds: 10 recordings of 40 s, a 64-wide model."""
+    return get_config("smoke").replace(data={"demo_recordings": 10, "demo_seconds": 40.0},
+                                       model={"proj_dim": 64, "latent_dim": 64, "dec_hidden": 64},
+                                       train={"epochs": 15, "lr": 3e-3, "batch_size": 16})
+
+
+@pytest.fixture(scope="session")
+def mid_cache(tmp_path_factory, mid):
+    root = tmp_path_factory.mktemp("mid")
+    clips = download("demo", root / "clips", mid, progress=False)
+    return build_cache(clips.path, root / "cache", mid.features, mid.data, progress=False, log=lambda m: None)

@@ -13,10 +13,10 @@ def cli(*args, **kw):
                           cwd=ROOT, **kw)
 
 
-@pytest.mark.parametrize("command", ["download", "cache"])
-def test_every_command_has_help(command):
+@pytest.mark.parametrize("command, option", [("download", "--out"), ("cache", "--out"), ("train", "--minutes")])
+def test_every_command_has_help(command, option):
     r = cli(command, "--help")
-    assert r.returncode == 0 and "--out" in r.stdout and "--profile" in r.stdout
+    assert r.returncode == 0 and option in r.stdout and "--profile" in r.stdout
 
 
 def test_download_then_cache_on_smoke(tmp_path):
@@ -27,6 +27,12 @@ def test_download_then_cache_on_smoke(tmp_path):
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout[r.stdout.index("{"):])
     assert summary["clips"] == sum(s["clips"] for s in summary["splits"].values())
+    r = cli("train", "--cache", tmp_path / "cache", "--run", tmp_path / "run", "--profile", "smoke", "--epochs", "1",
+            "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    assert "best val L1" in r.stdout and (tmp_path / "run" / "last.pt").exists()
+    r = cli("train", "--cache", tmp_path / "cache", "--run", tmp_path / "run", "--profile", "demo")
+    assert r.returncode == 2 and "other settings" in r.stderr and r.stderr.count("\n") == 1
 
 
 def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
