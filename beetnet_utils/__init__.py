@@ -2,16 +2,24 @@
 
 The notebooks call these; everything else is an implementation detail.
 """
+from .audio import mel_to_audio, save_wav
 from .config import PROFILES, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig, get_config
 from .data import ClipFolder, download, list_clips
+from .evaluate import evaluate, markdown_table, save_report
 from .features import MelCache, build_cache, load_cache, mel_db
+from .generate import LatentGaussian, interpolate
+from .model import build_model
 from .runtime import Environment, Paths, detect, paths
 from .storage import BeetNetError
+from .train import Run, load_run, train
 
 __all__ = [
     "PROFILES", "Config", "DataConfig", "FeatureConfig", "ModelConfig", "TrainConfig", "get_config",
     "ClipFolder", "download", "list_clips",
     "MelCache", "build_cache", "load_cache", "mel_db",
+    "build_model", "train", "load_run", "Run",
+    "evaluate", "markdown_table", "save_report",
+    "mel_to_audio", "save_wav", "interpolate", "LatentGaussian",
     "Environment", "Paths", "detect", "paths",
     "BeetNetError",
 ]

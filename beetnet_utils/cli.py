@@ -41,6 +41,15 @@ def _train(args: argparse.Namespace) -> None:
               f"checkpoints, history.json and loss.png in {args.run}")
 
 
+def _evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_cli, markdown_table
+
+    report = evaluate_cli(args.run, args.cache, args.clips, args.split, args.json, device=args.device)
+    print(markdown_table(report))
+    if args.json:
+        print(f"report written to {args.json}")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m beetnet_utils", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -68,6 +77,13 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when present")
     t.add_argument("--minutes", type=float, help="stop cleanly after the epoch that crosses this budget")
     t.add_argument("--amp", choices=["auto", "on", "off"], help="mixed precision (auto: on CUDA only)")
+    e = add("evaluate", "Score a run and the baselines on held-out recordings (or another clip folder).", _evaluate)
+    e.add_argument("--run", type=Path, required=True)
+    e.add_argument("--cache", type=Path, required=True, help="the cache the run was trained on (baselines fit its train split)")
+    e.add_argument("--clips", type=Path, help="another folder of clips, never seen: all of it is scored")
+    e.add_argument("--split", choices=["train", "val", "test"], help="one split (default: val and test)")
+    e.add_argument("--json", type=Path, help="write the report here")
+    e.add_argument("--device", choices=["cpu", "cuda"])
     return p
 
 

@@ -235,8 +235,11 @@ def _stale_reason(path: Path, features: FeatureConfig, clips_hash: str, split_co
 
 
 def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataConfig,
-                progress: bool = True, log=print, workers: int | None = None) -> MelCache:
-    """Reuse the cache at `out` if it matches these clips and settings; otherwise build it atomically."""
+                progress: bool = True, log=print, workers: int | None = None, split: bool = True) -> MelCache:
+    """Reuse the cache at `out` if it matches these clips and settings; otherwise build it atomically.
+
+    `split=False` is for clips a trained run is only evaluated on: every clip is `test`.
+    """
     clips_dir, out = Path(clips_dir), Path(out)
     clips = list_clips(clips_dir)
     clip_names = {p.name for p in clips}
@@ -245,7 +248,9 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     if not clips:
         raise BeetNetError(f"no {{recording}}_{{k}}.wav clips in {clips_dir}: run the download step first")
     feature_hash, clips_hash = stable_hash(features), _clips_hash(clips)
-    split_config = {"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
+    split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
+                    if split else {"all": "test"})
+    split_recs = (lambda recs: split_recordings(recs, data)) if split else (lambda recs: dict.fromkeys(recs, "test"))
     reason = _stale_reason(out, features, clips_hash, split_config)
     if reason is None:
         log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
@@ -253,7 +258,7 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     log(f"building mel cache {out}: {reason}")
 
     # Split first (recordings are known from the names), so the cache is written in split order.
-    split_of = split_recordings([parse_clip_name(p.name)[0] for p in clips], data)
+    split_of = split_recs([parse_clip_name(p.name)[0] for p in clips])
     clips = sorted(clips, key=lambda p: SPLITS.index(split_of[parse_clip_name(p.name)[0]]))
     mels = np.empty((len(clips), features.n_mels, features.n_frames), np.float16)
     keep: list[int] = []
@@ -276,16 +281,16 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     names = [clips[i].name for i in keep]
     recordings = [parse_clip_name(n)[0] for n in names]
     if set(recordings) != set(split_of):  # a whole recording was skipped: split what is left again
-        split_of = split_recordings(recordings, data)
+        split_of = split_recs(recordings)
         order = sorted(range(len(names)), key=lambda i: SPLITS.index(split_of[recordings[i]]))
         mels, names, recordings = mels[order], [names[i] for i in order], [recordings[i] for i in order]
     splits = np.array([split_of[r] for r in recordings])
     n_train = int((splits == "train").sum())
-    mean, std = db_stats(mels[:n_train])
+    mean, std = db_stats(mels[:n_train] if n_train else mels)
     meta = {
         "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
         "clips_dir": str(clips_dir), "split_config": split_config,
-        "stats": {"mean": mean, "std": std, "fitted_on": "train"},
+        "stats": {"mean": mean, "std": std, "fitted_on": "train" if n_train else "all (evaluation only)"},
         "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
         "versions": {"python": platform.python_version(), "torch": torch.__version__,
                      "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},

@@ -22,3 +22,71 @@ def loss_curves(histories: dict[str, list[dict]]):
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def triptych(original_db: np.ndarray, recon_db: np.ndarray, title: str = "", db_range: tuple[float, float] = (-40, 60)):
+    """Original, reconstruction and |error|, all on one dB colour scale so their sizes compare."""
+    fig, axes = plt.subplots(1, 3, figsize=(11, 3.1), sharey=True, constrained_layout=True)
+    panels = [("original", original_db), ("reconstruction", recon_db), ("|error|", np.abs(original_db - recon_db))]
+    for ax, (name, img) in zip(axes, panels):
+        im = ax.imshow(np.asarray(img), origin="lower", aspect="auto", cmap="magma", vmin=db_range[0], vmax=db_range[1])
+        ax.set_title(name)
+        ax.set_xlabel("frame")
+    axes[0].set_ylabel("mel bin")
+    fig.colorbar(im, ax=axes, label="dB", shrink=0.9)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def spectrogram(mel_db: np.ndarray, title: str = "", db_range: tuple[float, float] = (-40, 60), ax=None):
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 3))
+    ax.imshow(np.asarray(mel_db), origin="lower", aspect="auto", cmap="magma", vmin=db_range[0], vmax=db_range[1])
+    ax.set_title(title)
+    ax.set_xlabel("frame")
+    ax.set_ylabel("mel bin")
+    return fig
+
+
+def metrics_bars(report: dict, metric: str = "l1_std"):
+    """The model against the baselines, one group of bars per split (lower is better)."""
+    splits = list(report["splits"])
+    models = list(report["splits"][splits[0]]["models"])
+    fig, ax = plt.subplots(figsize=(7, 3.4))
+    width = 0.8 / len(splits)
+    for j, s in enumerate(splits):
+        vals = [report["splits"][s]["models"][m][metric] for m in models]
+        ax.bar(np.arange(len(models)) + j * width, vals, width, label=s)
+    ax.set_xticks(np.arange(len(models)) + width * (len(splits) - 1) / 2, models, rotation=15)
+    ax.set_ylabel({"l1_std": "L1 (standardised)", "l1_db": "L1 (dB)", "rmse_db": "RMSE (dB)"}[metric])
+    ax.legend()
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def latent_pca(z: np.ndarray, recordings: np.ndarray, title: str = "test latents, first two principal components"):
+    """Where each recording's clips sit in latent space."""
+    z = np.asarray(z, dtype=np.float64)
+    centred = z - z.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    xy = centred @ vt[:2].T
+    fig, ax = plt.subplots(figsize=(5.5, 4.2))
+    for i, rec in enumerate(sorted(set(recordings))):
+        sel = recordings == rec
+        ax.scatter(xy[sel, 0], xy[sel, 1], s=10, color=f"C{i % 10}", label=str(rec))
+    ax.set_title(title)
+    ax.set_xlabel("PC 1")
+    ax.set_ylabel("PC 2")
+    ax.legend(fontsize=7, title="recording", markerscale=2)
+    fig.tight_layout()
+    return fig
+
+
+def to_png(fig) -> bytes:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=80)
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,153 @@
+"""Held-out evaluation: the model beside baselines fitted on the same train split.
+
+The original reported only a training loss. Here every number is on recordings the model
+never saw (split by recording), beside three baselines a model must beat to be worth it:
+  global_mean          the mean train spectrogram, whatever the clip
+  clip_mean_spectrum   each clip's own time-averaged spectrum, repeated over time
+  pca_<k>              a linear autoencoder: PCA with as many components as the latent size
+All predictions are clamped to the feature dB range, as the model's are.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .features import MelCache, build_cache, load_cache
+from .storage import BeetNetError, atomic_write
+from .train import Run, load_run
+
+REPORT_VERSION = 1
+
+
+def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str, float]:
+    """L1 on standardised values (the original's figure), L1 and RMSE in dB."""
+    err = pred_db.astype(np.float64) - target_db.astype(np.float64)
+    l1_db = float(np.abs(err).mean())
+    return {"l1_std": l1_db / std, "l1_db": l1_db, "rmse_db": float(np.sqrt(np.square(err).mean()))}
+
+
+@dataclass
+class PCA:
+    mean: np.ndarray  # (d,)
+    components: np.ndarray  # (k, d), orthonormal rows
+
+    @classmethod
+    def fit(cls, x: np.ndarray, k: int) -> "PCA":
+        """Exact PCA: SVD of the centred data when clips < dimensions, else eigh of the covariance."""
+        flat = torch.from_numpy(x.reshape(len(x), -1).astype(np.float64))
+        mean = flat.mean(0)
+        centred = flat - mean
+        if len(flat) <= flat.shape[1]:
+            _, _, vt = torch.linalg.svd(centred, full_matrices=False)
+            comps = vt[:k]
+        else:
+            _, vecs = torch.linalg.eigh(centred.T @ centred)
+            comps = vecs.flip(-1)[:, :k].T
+        return cls(mean.numpy(), comps.numpy())
+
+    def encode(self, x: np.ndarray) -> np.ndarray:
+        return (x.reshape(len(x), -1) - self.mean) @ self.components.T
+
+    def decode(self, codes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+        return (codes @ self.components + self.mean).reshape(len(codes), *shape)
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        return self.decode(self.encode(x), x.shape[1:])
+
+
+@dataclass
+class Baselines:
+    template: np.ndarray  # mean train spectrogram (n_mels, frames), dB
+    pca: PCA
+    db_range: tuple[float, float]
+
+    @classmethod
+    def fit(cls, train_db: np.ndarray, k: int, db_range: tuple[float, float]) -> "Baselines":
+        return cls(train_db.mean(0), PCA.fit(train_db, k), db_range)
+
+    def predict(self, x_db: np.ndarray) -> dict[str, np.ndarray]:
+        lo, hi = self.db_range
+        spectrum = x_db.mean(axis=2, keepdims=True)
+        return {
+            "global_mean": np.broadcast_to(self.template, x_db.shape),
+            "clip_mean_spectrum": np.broadcast_to(spectrum, x_db.shape),
+            f"pca_{len(self.pca.components)}": self.pca.reconstruct(x_db).clip(lo, hi),
+        }
+
+
+def reconstruct_all(run: Run, x_db: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.concatenate([run.reconstruct(x_db[i:i + batch]).numpy() for i in range(0, len(x_db), batch)]) \
+        if len(x_db) else x_db.copy()
+
+
+def score(run: Run, baselines: Baselines, x_db: np.ndarray, recordings: np.ndarray, name: str = "beetnet") -> dict:
+    """Metrics for the model and every baseline on these clips, overall and per recording."""
+    preds = {name: reconstruct_all(run, x_db)} | baselines.predict(x_db)
+    std = run.stats["std"]
+    out = {"clips": len(x_db), "recordings": len(set(recordings)),
+           "models": {m: metrics(p, x_db, std) for m, p in preds.items()}, "per_recording": {}}
+    for rec in sorted(set(recordings)):
+        sel = recordings == rec
+        out["per_recording"][str(rec)] = {"clips": int(sel.sum())} | {
+            m: metrics(p[sel], x_db[sel], std)["l1_std"] for m, p in preds.items()}
+    return out
+
+
+def evaluate(run: Run, cache: MelCache, splits: tuple[str, ...] = ("val", "test"),
+             other: MelCache | None = None) -> dict:
+    """The report: baselines fitted on `cache`'s train split; scored on `splits` (or every clip of `other`)."""
+    if run.cache_key != cache.key:
+        raise BeetNetError(f"{run.path} was trained on another cache than {cache.path}: "
+                           "pass the cache it was trained on (baselines are fitted on its train split)")
+    f = cache.features
+    baselines = Baselines.fit(cache.db("train"), run.config.model.latent_dim, (f.db_min, f.db_max))
+    report = {"version": REPORT_VERSION, "run": str(run.path), "epoch": run.epoch, "cache": str(cache.path),
+              "stats": run.stats, "latent_dim": run.config.model.latent_dim, "splits": {}}
+    if other is not None:
+        report["other_clips"] = other.meta["clips_dir"]
+        report["splits"]["other"] = score(run, baselines, other.mels.astype(np.float32), other.recordings)
+        return report
+    for split in splits:
+        idx = cache.indices(split)
+        report["splits"][split] = score(run, baselines, cache.mels[idx].astype(np.float32), cache.recordings[idx])
+    return report
+
+
+def markdown_table(report: dict) -> str:
+    """One row per model, columns per split: L1 (standardised), L1 dB, RMSE dB."""
+    splits = list(report["splits"])
+    head = "| model | " + " | ".join(f"{s} L1 (std) | {s} L1 dB | {s} RMSE dB" for s in splits) + " |"
+    rule = "|---|" + "---:|" * (3 * len(splits))
+    models = list(report["splits"][splits[0]]["models"])
+    rows = []
+    for m in models:
+        cells = []
+        for s in splits:
+            r = report["splits"][s]["models"][m]
+            cells += [f"{r['l1_std']:.4f}", f"{r['l1_db']:.2f}", f"{r['rmse_db']:.2f}"]
+        rows.append(f"| {m} | " + " | ".join(cells) + " |")
+    sizes = ", ".join(f"{s}: {report['splits'][s]['clips']} clips from {report['splits'][s]['recordings']} "
+                      f"recordings" for s in splits)
+    return "\n".join([head, rule, *rows, "", f"({sizes}; epoch {report['epoch']})"])
+
+
+def save_report(report: dict, path: Path) -> Path:
+    return atomic_write(Path(path), lambda p: p.write_text(json.dumps(report, indent=2)))
+
+
+def evaluate_cli(run_dir: Path, cache_dir: Path, clips: Path | None, split: str | None, json_out: Path | None,
+                 device: str | None = None) -> dict:
+    run, cache = load_run(run_dir, device=device), load_cache(cache_dir)
+    other = None
+    if clips is not None:
+        other_dir = Path(cache_dir).parent / f"eval_{Path(clips).name}"
+        f, d = cache.features, run.config.data
+        other = build_cache(clips, other_dir, f, d, split=False)
+    report = evaluate(run, cache, (split,) if split else ("val", "test"), other)
+    if json_out:
+        save_report(report, json_out)
+    return report

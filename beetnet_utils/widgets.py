@@ -1,0 +1,122 @@
+"""Interactive views (ipywidgets): compare a clip with its reconstruction, and walk between two clips.
+
+Each view's callbacks are plain methods that update plain widget values (an Image's PNG
+bytes, an Audio's WAV bytes, an HTML readout), so tests drive them without a browser.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import ipywidgets as W
+import numpy as np
+
+from . import plots
+from .audio import mel_to_audio, wav_bytes
+from .evaluate import metrics
+from .features import MelCache, load_clip
+from .generate import interpolate
+from .train import Run
+
+
+def _player(label: str) -> tuple[W.Audio, W.VBox]:
+    audio = W.Audio(format="wav", autoplay=False, loop=False)
+    return audio, W.VBox([W.HTML(f"<b>{label}</b>"), audio])
+
+
+class CompareView:
+    """Pick a split, a recording and a clip; see and hear original, oracle and reconstruction."""
+
+    def __init__(self, run: Run, cache: MelCache, n_iter: int = 32):
+        self.run, self.cache, self.n_iter = run, cache, n_iter
+        self.features = cache.features
+        self.clips_dir = Path(cache.meta["clips_dir"])
+        self.split = W.Dropdown(options=["test", "val", "train"], value="test", description="split")
+        self.recording = W.Dropdown(description="recording")
+        self.clip = W.IntSlider(min=0, max=0, value=0, description="clip", continuous_update=False)
+        self.image = W.Image(format="png")
+        self.readout = W.HTML()
+        self.original_audio, orig_box = _player("original")
+        self.oracle_audio, oracle_box = _player("oracle (its own mel, inverted)")
+        self.recon_audio, recon_box = _player("reconstruction")
+        self.widget = W.VBox([W.HBox([self.split, self.recording, self.clip]), self.readout, self.image,
+                              W.HBox([orig_box, oracle_box, recon_box])])
+        self.split.observe(lambda _: self._recordings(), names="value")
+        self.recording.observe(lambda _: self._clips(), names="value")
+        self.clip.observe(lambda _: self.show(), names="value")
+        self._recordings()
+
+    def _recordings(self) -> None:
+        recs = sorted(set(self.cache.recordings[self.cache.indices(self.split.value)]))
+        self.recording.options = recs
+        if recs and self.recording.value not in recs:
+            self.recording.value = recs[0]
+        self._clips()
+
+    def _clips(self) -> None:
+        with self.clip.hold_trait_notifications():
+            self.clip.max = max(len(self.selection()) - 1, 0)
+            self.clip.value = min(self.clip.value, self.clip.max)
+        self.show()
+
+    def selection(self) -> np.ndarray:
+        """Cache indices of the chosen split and recording, in clip order."""
+        idx = self.cache.indices(self.split.value)
+        return idx[self.cache.recordings[idx] == self.recording.value]
+
+    def current(self) -> int:
+        return int(self.selection()[self.clip.value])
+
+    def show(self) -> dict:
+        """Render the chosen clip; returns what was shown (name, L1) for callers and tests."""
+        if not len(self.selection()):
+            return {}
+        i = self.current()
+        name = self.cache.names[i]
+        original = self.cache.mels[i].astype(np.float32)
+        recon = self.run.reconstruct(original).numpy()
+        m = metrics(recon, original, self.run.stats["std"])
+        self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-l1='{m['l1_std']:.4f}'>"
+                              f"clip <b>{name}</b>: L1 {m['l1_std']:.4f} (standardised), {m['l1_db']:.2f} dB</span>")
+        self.image.value = plots.to_png(plots.triptych(original, recon, name))
+        sr = self.features.sample_rate
+        wav, reason, _ = load_clip(self.clips_dir / name, self.features)
+        self.original_audio.value = wav_bytes(wav.numpy(), sr) if wav is not None else b""
+        self.oracle_audio.value = wav_bytes(mel_to_audio(original, self.features, self.n_iter), sr)
+        self.recon_audio.value = wav_bytes(mel_to_audio(recon, self.features, self.n_iter), sr)
+        return {"name": name, "index": i, "l1_std": m["l1_std"], "l1_db": m["l1_db"]}
+
+
+class InterpolateView:
+    """Two clips and an alpha slider: the decoded mix of their latents, seen and heard."""
+
+    def __init__(self, run: Run, cache: MelCache, split: str = "test", n_iter: int = 32):
+        self.run, self.cache, self.n_iter = run, cache, n_iter
+        idx = cache.indices(split)
+        names = [cache.names[i] for i in idx]
+        self.index = dict(zip(names, idx))
+        far = names[len(names) // 2] if len(names) > 1 else names[0]
+        self.a = W.Dropdown(options=names, value=names[0], description="clip A")
+        self.b = W.Dropdown(options=names, value=far, description="clip B")
+        self.alpha = W.FloatSlider(min=0.0, max=1.0, step=0.05, value=0.5, description="alpha",
+                                   continuous_update=False)
+        self.mode = W.ToggleButtons(options=["linear", "spherical"], value="linear")
+        self.image = W.Image(format="png")
+        self.readout = W.HTML()
+        self.audio, box = _player("the mix")
+        self.widget = W.VBox([W.HBox([self.a, self.b]), W.HBox([self.alpha, self.mode]), self.readout,
+                              self.image, box])
+        for w in (self.a, self.b, self.alpha, self.mode):
+            w.observe(lambda _: self.show(), names="value")
+        self.show()
+
+    def show(self) -> np.ndarray:
+        mel_a = self.cache.mels[self.index[self.a.value]].astype(np.float32)
+        mel_b = self.cache.mels[self.index[self.b.value]].astype(np.float32)
+        mix = interpolate(self.run, mel_a, mel_b, [self.alpha.value], self.mode.value)[0].numpy()
+        self.readout.value = (f"<span class='beetnet-readout' data-alpha='{self.alpha.value:.2f}'>"
+                              f"{(1 - self.alpha.value):.2f} × {self.a.value} + {self.alpha.value:.2f} × "
+                              f"{self.b.value} ({self.mode.value})</span>")
+        fig = plots.spectrogram(mix, f"alpha {self.alpha.value:.2f}")
+        self.image.value = plots.to_png(fig)
+        self.audio.value = wav_bytes(mel_to_audio(mix, self.cache.features, self.n_iter), self.cache.features.sample_rate)
+        return mix

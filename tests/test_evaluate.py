@@ -1,0 +1,167 @@
+"""Metrics by hand, exact PCA, a report that recomputes, audible inversion, generation, widgets."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from beetnet_utils import mel_db
+from beetnet_utils.audio import mel_to_audio, save_wav, wav_bytes
+from beetnet_utils.evaluate import PCA, Baselines, evaluate, markdown_table, metrics, save_report
+from beetnet_utils.generate import LatentGaussian, interpolate, slerp
+from beetnet_utils.train import load_run, train
+from beetnet_utils.widgets import CompareView, InterpolateView
+
+ROOT = Path(__file__).parents[1]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, mid, mid_cache):
+    path = tmp_path_factory.mktemp("eval") / "run"
+    train(mid_cache, path, mid.replace(train={"epochs": 3}), progress=False, log=lambda m: None)
+    return load_run(path)
+
+
+def test_metrics_by_hand():
+    target = np.array([[[0.0, 10.0], [20.0, -10.0]]])
+    pred = np.array([[[2.0, 10.0], [14.0, -10.0]]])
+    m = metrics(pred, target, std=4.0)
+    assert m["l1_db"] == pytest.approx((2 + 0 + 6 + 0) / 4)
+    assert m["l1_std"] == pytest.approx(2.0 / 4.0)
+    assert m["rmse_db"] == pytest.approx(np.sqrt((4 + 36) / 4))
+
+
+def test_pca_is_exact_at_full_rank_and_lossy_below(mid_cache):
+    x = mid_cache.db("train")[:40]
+    full = PCA.fit(x, k=40)
+    np.testing.assert_allclose(full.reconstruct(x), x, atol=1e-6)
+    low = PCA.fit(x, k=5)
+    assert np.abs(low.reconstruct(x) - x).mean() > 0.5
+    # more clips than dimensions takes the covariance route: same subspace as the SVD route
+    small = x[:, :4, :5]  # 20 dimensions, 40 clips
+    a = PCA.fit(small, k=20)
+    np.testing.assert_allclose(a.reconstruct(small), small, atol=1e-6)
+    b = PCA.fit(small, k=3)
+    flat = small.reshape(40, -1).astype(np.float64)
+    reference = np.linalg.svd(flat - flat.mean(0), full_matrices=False)[2][:3]  # numpy's SVD, independently
+    np.testing.assert_allclose(np.abs(b.components @ reference.T), np.eye(3), atol=1e-6)
+
+
+def test_baselines_predict_what_they_say(mid_cache):
+    train_db = mid_cache.db("train")
+    b = Baselines.fit(train_db, k=8, db_range=(-40, 60))
+    x = mid_cache.db("val")[:3]
+    p = b.predict(x)
+    np.testing.assert_allclose(p["global_mean"][1], train_db.mean(0), rtol=1e-6)
+    np.testing.assert_allclose(p["clip_mean_spectrum"][2, :, 7], x[2].mean(1), rtol=1e-6)
+    assert p["pca_8"].min() >= -40 and p["pca_8"].max() <= 60
+
+
+def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
+    report = evaluate(run, mid_cache)
+    assert set(report["splits"]) == {"val", "test"}
+    test = report["splits"]["test"]
+    x = mid_cache.db("test")
+    recon = np.concatenate([run.reconstruct(x[i:i + 7]).numpy() for i in range(0, len(x), 7)])
+    assert test["models"]["beetnet"]["l1_db"] == pytest.approx(np.abs(recon - x).mean(), rel=1e-5)
+    assert test["models"]["beetnet"]["l1_std"] == pytest.approx(np.abs(recon - x).mean() / run.stats["std"], rel=1e-5)
+    pca = PCA.fit(mid_cache.db("train"), run.config.model.latent_dim)
+    assert test["models"][f"pca_{run.config.model.latent_dim}"]["l1_db"] == pytest.approx(
+        np.abs(pca.reconstruct(x).clip(-40, 60) - x).mean(), rel=1e-5)
+    per = test["per_recording"]
+    assert sum(r["clips"] for r in per.values()) == test["clips"] == len(x)
+    table = markdown_table(report)
+    assert "| beetnet |" in table and "| global_mean |" in table and f"{test['models']['beetnet']['l1_std']:.4f}" in table
+    save_report(report, tmp_path / "r.json")
+    assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
+
+
+def test_evaluate_cli_on_another_folder_of_clips(tmp_path, run, mid_cache, smoke_clips):
+    out = tmp_path / "other.json"
+    r = subprocess.run([sys.executable, "-m", "beetnet_utils", "evaluate", "--run", run.path, "--cache", mid_cache.path,
+                        "--clips", smoke_clips.path, "--json", out], capture_output=True, text=True, cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    report = json.loads(out.read_text())
+    assert report["splits"]["other"]["clips"] == smoke_clips.clips
+    assert report["stats"] == run.stats  # the run's own statistics, not the other folder's
+    assert "| beetnet |" in r.stdout
+
+
+def test_evaluating_against_the_wrong_cache_is_refused(run, smoke_cache):
+    from beetnet_utils import BeetNetError
+
+    with pytest.raises(BeetNetError, match="another cache"):
+        evaluate(run, smoke_cache)
+
+
+def test_griffin_lim_gives_the_clip_length_and_its_own_mel_is_close(tmp_path, mid_cache):
+    f = mid_cache.features
+    target = mid_cache.db("test")[4]
+    wav = mel_to_audio(target, f)
+    assert wav.shape == (f.clip_samples,) and np.isfinite(wav).all()
+    back = mel_db(torch.from_numpy(wav), f).numpy()
+    # Bound: 32 Griffin-Lim iterations leave about 4-6 dB of mean error (mostly in the quiet, clamped floor);
+    # 8 dB fails if the inversion is wrong (a noise waveform's mel lies over 15 dB away).
+    assert np.abs(back - target).mean() < 8.0
+    noise = mel_db(torch.randn(f.clip_samples) * float(np.abs(wav).max()), f).numpy()
+    assert np.abs(noise - target).mean() > 15.0
+    assert np.array_equal(mel_to_audio(target, f), wav)  # seeded: the same sound every time
+    path = save_wav(wav, tmp_path / "clip.wav", f.sample_rate)
+    import soundfile as sf
+
+    assert sf.info(path).frames == f.clip_samples and wav_bytes(wav, f.sample_rate)[:4] == b"RIFF"
+
+
+def test_interpolation_endpoints_are_the_two_reconstructions(run, mid_cache):
+    a, b = mid_cache.db("test")[0], mid_cache.db("test")[-1]
+    for mode in ("linear", "spherical"):
+        path = interpolate(run, a, b, [0.0, 0.5, 1.0], mode)
+        assert path.shape == (3, *a.shape)
+        torch.testing.assert_close(path[0], run.reconstruct(a), atol=1e-4, rtol=0)
+        torch.testing.assert_close(path[2], run.reconstruct(b), atol=1e-4, rtol=0)
+        assert not torch.allclose(path[1], path[0], atol=0.1)
+
+
+def test_slerp_keeps_length_between_equal_norm_vectors():
+    a, b = torch.tensor([1.0, 0.0]), torch.tensor([0.0, 1.0])
+    mid = slerp(a, b, 0.5)
+    assert mid.norm() == pytest.approx(1.0) and torch.allclose(mid, torch.tensor([0.5 ** 0.5, 0.5 ** 0.5]))
+
+
+def test_sampling_from_the_latent_gaussian(run, mid_cache):
+    g = LatentGaussian(run, mid_cache.db("train"))
+    z = torch.cat([run.encode(mid_cache.db("train"))]).double()
+    torch.testing.assert_close(g.mean, z.mean(0))
+    s = g.sample(4, seed=1)
+    assert s.shape == (4, 96, 63) and s.min() >= -40 and s.max() <= 60
+    assert torch.equal(s, g.sample(4, seed=1)) and not torch.equal(s, g.sample(4, seed=2))
+
+
+def test_compare_widget_callbacks_update_image_audio_and_readout(run, mid_cache):
+    view = CompareView(run, mid_cache)
+    first = (view.image.value, view.recon_audio.value, view.readout.value)
+    assert first[0][:4] == b"\x89PNG" and first[1][:4] == b"RIFF" and view.original_audio.value[:4] == b"RIFF"
+    view.clip.value = 2
+    shown = view.show()
+    assert view.image.value != first[0] and view.recon_audio.value != first[1]
+    i = view.current()
+    x = mid_cache.mels[i].astype(np.float32)
+    expected = np.abs(run.reconstruct(x).numpy() - x).mean() / run.stats["std"]
+    assert shown["name"] == mid_cache.names[i] and f"{expected:.4f}" in view.readout.value
+    view.split.value = "val"
+    assert mid_cache.names[view.current()] in view.readout.value and mid_cache.splits[view.current()] == "val"
+
+
+def test_interpolate_widget_follows_the_alpha_slider(run, mid_cache):
+    view = InterpolateView(run, mid_cache)
+    before = (view.image.value, view.audio.value)
+    view.alpha.value = 0.0
+    assert view.image.value != before[0] and view.audio.value != before[1] and "0.00" in view.readout.value
+    mix = view.show()
+    torch.testing.assert_close(torch.as_tensor(mix), run.reconstruct(mid_cache.mels[view.index[view.a.value]].astype(np.float32)),
+                               atol=1e-4, rtol=0)
