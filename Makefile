@@ -19,12 +19,18 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
+NOTEBOOKS := notebooks/01_download.ipynb notebooks/02_preprocess_cache.ipynb \
+	notebooks/03_train_gpu.ipynb notebooks/04_evaluate.ipynb
+
+# Unit tests, then the four notebooks in order under nbmake on the smoke profile, in a temporary
+# home so nothing is written into the checkout.
 test: setup
 	$(PY) -m pytest -q
+	tmp=$$(mktemp -d) && BEETNET_PROFILE=smoke BEETNET_HOME=$$tmp MPLBACKEND=Agg \
+		$(PY) -m pytest -q -p no:randomly --nbmake $(NOTEBOOKS); rc=$$?; rm -rf $$tmp; exit $$rc
 
 demo: setup
-	BEETNET_PROFILE=demo $(PY) -m beetnet_utils download --source demo --out $(DEMO_DIR)/clips
-	BEETNET_PROFILE=demo $(PY) -m beetnet_utils cache --clips $(DEMO_DIR)/clips --out $(DEMO_DIR)/cache
+	$(PY) -m beetnet_utils demo --profile demo --out $(DEMO_DIR)
 
 clean:
 	rm -rf runs beetnet_data

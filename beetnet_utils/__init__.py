@@ -11,15 +11,18 @@ from .generate import LatentGaussian, interpolate
 from .model import build_model
 from .runtime import Environment, Paths, detect, paths
 from .storage import BeetNetError
-from .train import Run, load_run, train
+from .train import Run, load_run, run_summary, train
+
+from . import audio, features, generate, model, plots, runtime, widgets  # noqa: E402  (modules the notebooks use)
 
 __all__ = [
     "PROFILES", "Config", "DataConfig", "FeatureConfig", "ModelConfig", "TrainConfig", "get_config",
     "ClipFolder", "download", "list_clips",
     "MelCache", "build_cache", "load_cache", "mel_db",
-    "build_model", "train", "load_run", "Run",
+    "build_model", "train", "load_run", "run_summary", "Run",
     "evaluate", "markdown_table", "save_report",
     "mel_to_audio", "save_wav", "interpolate", "LatentGaussian",
     "Environment", "Paths", "detect", "paths",
     "BeetNetError",
+    "audio", "features", "generate", "model", "plots", "runtime", "widgets",
 ]

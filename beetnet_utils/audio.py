@@ -53,3 +53,14 @@ def save_wav(wav: np.ndarray, path: Path, sample_rate: int) -> Path:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, peak_normalise(wav), sample_rate, subtype="PCM_16")
     return Path(path)
+
+
+def listen(run, cache, index: int, n_iter: int = 32) -> dict[str, np.ndarray]:
+    """The three sounds of one cached clip: the file itself, its own mel inverted, the model's."""
+    from .features import load_clip
+
+    f = cache.features
+    mel = cache.mels[index].astype(np.float32)
+    wav, _, _ = load_clip(Path(cache.meta["clips_dir"]) / cache.names[index], f)
+    out = {"original": wav.numpy()} if wav is not None else {}
+    return out | {"oracle": mel_to_audio(mel, f, n_iter), "reconstruction": mel_to_audio(run.reconstruct(mel), f, n_iter)}

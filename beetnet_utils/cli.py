@@ -50,6 +50,12 @@ def _evaluate(args: argparse.Namespace) -> None:
         print(f"report written to {args.json}")
 
 
+def _demo(args: argparse.Namespace) -> None:
+    from .pipeline import demo
+
+    demo(args.out, args.profile or "demo")
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m beetnet_utils", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -84,6 +90,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=["train", "val", "test"], help="one split (default: val and test)")
     e.add_argument("--json", type=Path, help="write the report here")
     e.add_argument("--device", choices=["cpu", "cuda"])
+    m = add("demo", "Run the four notebooks headless (what `make demo` does); keeps executed copies and figures.", _demo)
+    m.add_argument("--out", type=Path, default=Path("runs/demo"))
     return p
 
 

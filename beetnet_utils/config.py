@@ -131,9 +131,9 @@ def stable_hash(obj: Any) -> str:
 
 def _profiles() -> dict[str, Config]:
     full = Config()
-    demo = Config(
+    demo = Config(  # 16 recordings, 2 held out for validation and 2 for test
         profile="demo",
-        data=DataConfig(source="demo"),
+        data=DataConfig(source="demo", demo_recordings=16, val_fraction=0.125, test_fraction=0.125),
         train=TrainConfig(epochs=12),
     )
     smoke = Config(

@@ -42,6 +42,11 @@ class ClipFolder:
     def hours(self) -> float:
         return self.clips * 2.0 / 3600
 
+    def markdown(self) -> str:
+        rows = [f"| {rec} | {n} | {n * 2 / 60:.1f} |" for rec, n in self.recordings.items()]
+        return "\n".join(["| recording | clips | minutes |", "|---|---:|---:|", *rows,
+                          f"| **all {len(self.recordings)}** | **{self.clips}** | **{self.clips * 2 / 60:.1f}** |"])
+
     def summary(self) -> str:
         skips = ", ".join(f"{n} {r}" for r, n in self.skipped.items()) or "none"
         return (f"{self.clips} clips from {len(self.recordings)} recordings ({self.hours:.2f} h) "

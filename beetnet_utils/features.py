@@ -119,6 +119,21 @@ def _featurise_all(clips: list[Path], features: FeatureConfig, workers: int):
             yield i * _CHUNK, result
 
 
+def preview(clips_dir: Path, features: FeatureConfig, n: int = 4) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """The first clip of `n` different recordings: names, mel dB and waveforms."""
+    first: dict[str, Path] = {}
+    for p in list_clips(clips_dir):
+        first.setdefault(parse_clip_name(p.name)[0], p)
+    names, mels, wavs = [], [], []
+    for rec in list(first)[:: max(1, len(first) // n)][:n]:
+        wav, reason, _ = load_clip(first[rec], features)
+        if wav is not None:
+            names.append(first[rec].name)
+            mels.append(mel_db(wav, features).numpy())
+            wavs.append(wav.numpy())
+    return names, mels, wavs
+
+
 # --- split and statistics --------------------------------------------------------------------
 
 def split_recordings(recordings: list[str], data: DataConfig) -> dict[str, str]:
@@ -190,6 +205,19 @@ class MelCache:
         """One tensor for a whole split, standardised in place on the target device."""
         x = torch.from_numpy(self._rows(split)).to(device=device, dtype=torch.float32)
         return x.sub_(self.mean).div_(self.std).to(dtype)
+
+    def markdown(self) -> str:
+        """Split sizes, skips by reason, repairs and statistics, for a notebook."""
+        s = self.summary()
+        lines = ["| split | recordings | clips |", "|---|---:|---:|"]
+        lines += [f"| {k} | {v['recordings']} | {v['clips']} |" for k, v in s["splits"].items()]
+        lines += ["", "| skipped because | clips |", "|---|---:|"]
+        lines += [f"| {k} | {v} |" for k, v in s["skipped"].items()] or ["| (nothing skipped) | 0 |"]
+        if s["fixed"]:
+            lines += ["", "| repaired | clips |", "|---|---:|", *[f"| {k} | {v} |" for k, v in s["fixed"].items()]]
+        lines += ["", f"Standardisation (train split only): mean **{self.mean:.2f} dB**, std **{self.std:.2f} dB** "
+                      f"(the original, over all 18,825 clips: 8.37 and 16.94)."]
+        return "\n".join(lines)
 
     def summary(self) -> dict:
         split_sizes = {s: {"clips": int((self.splits == s).sum()),

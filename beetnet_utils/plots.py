@@ -1,11 +1,8 @@
 """Figures a person would rather look at than read. Each returns a matplotlib Figure."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use(matplotlib.get_backend())  # keep whatever the notebook or Agg chose
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 
 def loss_curves(histories: dict[str, list[dict]]):
@@ -65,6 +62,14 @@ def metrics_bars(report: dict, metric: str = "l1_std"):
     return fig
 
 
+def latent_map(run, cache, splits: tuple[str, ...] = ("val", "test")):
+    """The held-out clips' latent vectors on their first two principal components, by recording."""
+    idx = np.concatenate([cache.indices(s) for s in splits])
+    z = np.concatenate([run.encode(cache.mels[idx[i:i + 256]].astype(np.float32)).numpy()
+                        for i in range(0, len(idx), 256)])
+    return latent_pca(z, cache.recordings[idx], f"{' and '.join(splits)} latents, first two principal components")
+
+
 def latent_pca(z: np.ndarray, recordings: np.ndarray, title: str = "test latents, first two principal components"):
     """Where each recording's clips sit in latent space."""
     z = np.asarray(z, dtype=np.float64)
@@ -90,3 +95,41 @@ def to_png(fig) -> bytes:
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
     return buf.getvalue()
+
+
+def db_histogram(cache, bins: int = 100):
+    """Where the clamped dB values fall: the spikes at the ends are the clamp at work."""
+    f = cache.features
+    sample = cache.mels[:: max(1, len(cache.mels) // 2000)].astype(np.float32).ravel()
+    fig, ax = plt.subplots(figsize=(6.5, 3.2))
+    ax.hist(sample, bins=bins, color="C0", log=True)
+    for edge in (f.db_min, f.db_max):
+        ax.axvline(edge, color="C3", ls="--")
+    ax.axvline(cache.mean, color="k", label=f"train mean {cache.mean:.1f} dB (std {cache.std:.1f})")
+    ax.set_xlabel("dB (clamped to the dashed range)")
+    ax.set_ylabel("count (log)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def split_sizes(cache):
+    """Clips per recording, coloured by the split the recording belongs to."""
+    recs = sorted(set(cache.recordings), key=lambda r: (["train", "val", "test"].index(
+        cache.splits[cache.recordings == r][0]), r))
+    counts = [int((cache.recordings == r).sum()) for r in recs]
+    colours = [{"train": "C0", "val": "C1", "test": "C2"}[cache.splits[cache.recordings == r][0]] for r in recs]
+    fig, ax = plt.subplots(figsize=(max(5, 0.12 * len(recs) + 3), 3))
+    ax.bar(range(len(recs)), counts, color=colours)
+    ax.set_xticks(range(len(recs)), recs if len(recs) <= 40 else [""] * len(recs), rotation=90, fontsize=7)
+    ax.set_ylabel("clips")
+    ax.set_xlabel("recording (blue: train, orange: val, green: test)")
+    fig.tight_layout()
+    return fig
+
+
+def clip_gallery(mels: list[np.ndarray], titles: list[str]):
+    fig, axes = plt.subplots(1, len(mels), figsize=(3.2 * len(mels), 2.8), squeeze=False, constrained_layout=True)
+    for ax, mel, title in zip(axes[0], mels, titles):
+        spectrogram(mel, title, ax=ax)
+    return fig

@@ -12,7 +12,11 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
+from typing import TYPE_CHECKING, Mapping
+
+if TYPE_CHECKING:
+    from .config import Config
+    from .features import MelCache
 
 COLAB_CONTENT = Path("/content")
 DRIVE_MOUNT = COLAB_CONTENT / "drive"
@@ -85,9 +89,10 @@ def mount_drive(env: Environment) -> bool:
     """Mount Google Drive in Colab (asks the user once); a no-op elsewhere."""
     if not env.in_colab:
         return False
-    if not (DRIVE_MOUNT / "MyDrive").exists():
-        from google.colab import drive  # type: ignore[import-not-found]
+    from google.colab import drive, output  # type: ignore[import-not-found]
 
+    output.enable_custom_widget_manager()  # ipywidgets 8 in Colab
+    if not (DRIVE_MOUNT / "MyDrive").exists():
         drive.mount(str(DRIVE_MOUNT))
     return True
 
@@ -123,3 +128,60 @@ def restore_cache(archive: Path, cache_dir: Path) -> bool:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return True
+
+
+@dataclass
+class Session:
+    """What a notebook needs to know: where it runs, where files live, which settings."""
+
+    env: Environment
+    paths: Paths
+    config: "Config"
+
+    def describe(self) -> str:
+        p = self.paths
+        return "\n".join([
+            f"running on: {self.env.describe()}",
+            f"profile:    {self.config.profile} (source {self.config.data.source}, {self.config.train.epochs} epochs)",
+            f"clips:      {p.clips}",
+            f"cache:      {p.cache}" + (f" (kept on Drive as {p.cache_archive})" if p.cache_archive else ""),
+            f"runs:       {p.runs}",
+        ])
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def run_dir(self, preset: str | None = None) -> Path:
+        return self.paths.runs / f"{self.config.profile}-{preset or self.config.model.preset}"
+
+    def cache(self, clips: Path, progress: bool = True) -> "MelCache":
+        """Build or reuse the mel cache; in Colab also keep a one-file copy on Drive."""
+        from .features import build_cache
+
+        cache = build_cache(clips, self.paths.cache, self.config.features, self.config.data, progress=progress)
+        archive = self.paths.cache_archive
+        if archive and (not archive.exists() or archive.stat().st_mtime < (cache.path / "meta.json").stat().st_mtime):
+            print(f"copying the cache to Drive as one file: {archive}")
+            backup_cache(cache.path, archive)
+        return cache
+
+    def load_cache(self) -> "MelCache":
+        """The cache built by notebook 02, restored from Drive first if the VM lost it."""
+        from .features import load_cache
+
+        if self.paths.cache_archive and restore_cache(self.paths.cache_archive, self.paths.cache):
+            print(f"restored the cache from {self.paths.cache_archive}")
+        return load_cache(self.paths.cache)
+
+
+def start(profile: str | None = None, environ: Mapping[str, str] | None = None) -> Session:
+    """Detect the environment, mount Drive in Colab, pick the profile (Colab: full; elsewhere: demo)."""
+    from .config import PROFILE_ENV, get_config
+
+    environ = os.environ if environ is None else environ
+    env = detect(environ)
+    mount_drive(env)
+    cfg = get_config(profile or environ.get(PROFILE_ENV) or ("full" if env.in_colab else "demo"))
+    session = Session(env, paths(env), cfg)
+    print(session.describe())
+    return session

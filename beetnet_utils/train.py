@@ -240,6 +240,20 @@ class Run:
         return self.decode(self.encode(mel_db))
 
 
+def run_summary(run_dir: Path) -> str:
+    """What is in a run folder and how far it got, for a notebook."""
+    run_dir = Path(run_dir)
+    lines = [f"run folder: {run_dir}"]
+    for f in sorted(run_dir.glob("*")):
+        if not f.name.startswith("."):
+            lines.append(f"  {f.name:<14} {f.stat().st_size / 2**20:7.1f} MB")
+    ckpt = load_checkpoint(run_dir)
+    if ckpt:
+        best = min(ckpt["history"], key=lambda h: h["val_l1"])
+        lines.append(f"trained {ckpt['epoch']} epochs; best val L1 {best['val_l1']:.4f} at epoch {best['epoch']}")
+    return "\n".join(lines)
+
+
 def load_run(run_dir: Path, which: str = "best", device: str | None = None) -> Run:
     """The trained model in `run_dir` (`best` by validation L1, or `last`), ready to encode and decode."""
     ckpt = load_checkpoint(Path(run_dir), which)

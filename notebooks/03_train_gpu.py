@@ -1,0 +1,92 @@
+# ---
+# jupyter:
+#   jupytext:
+#     cell_metadata_filter: -all
+#     notebook_metadata_filter: kernelspec,-jupytext.text_representation.jupytext_version
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Train the GRU autoencoder
+#
+# The model reads a spectrogram as a sequence of 63 frames of 96 mel values. The **encoder** projects
+# each frame to 256 numbers (Linear 96 → 256) and runs a 2-layer GRU over the sequence; its final
+# hidden state is the **latent vector z** (256 numbers; the specification's bidirectional GRU merges
+# both directions into 256 with a Linear layer). The **decoder** projects z (Linear 256 → 256),
+# repeats it for every frame, runs a 2-layer GRU and maps each step back to 96 mel values.
+#
+# Training is the original's: L1 loss on standardised values, Adam (lr 1e-3, betas 0.5 and 0.999),
+# gradient-norm clipping at 1.0, batch 32. What is new:
+#
+# * the whole train split sits on the GPU as one float16 tensor, and batches are index permutations:
+#   no DataLoader, no per-file reads, no copy per batch; mixed precision (float16 autocast with a
+#   gradient scaler) on the T4;
+# * a **validation** loss every epoch, on recordings the model does not train on;
+# * a checkpoint every epoch (on Google Drive in Colab), written atomically: **if Colab disconnects,
+#   run this notebook again and training continues where it stopped**;
+# * an optional time budget (`MINUTES`) that stops cleanly after the epoch that crosses it.
+
+# %%
+# Set-up. In Colab: fetch the code, install only what Colab lacks, mount Google Drive.
+# Locally (and in CI) the repository's .venv already has everything: nothing happens here.
+import os
+import sys
+
+if "google.colab" in sys.modules:
+    if not os.path.isdir("/content/beetnet_code"):
+        # !git clone -q https://github.com/beetnet/beetnet.git /content/beetnet_code
+    # %cd /content/beetnet_code
+    # !bash colab_setup.sh
+sys.path.insert(0, os.path.abspath("..") if os.path.isdir("../beetnet_utils") else os.getcwd())
+
+import beetnet_utils as bn
+from IPython.display import Audio, Markdown, display
+
+session = bn.runtime.start()  # where we run (warns when the GPU is not a T4), the profile, where files live
+
+# %% [markdown]
+# ## Settings
+#
+# The profile sets the defaults (`full`: the original's 50 epochs; `demo`: a few minutes on a laptop).
+
+# %%
+PRESET = "seed"  # the model exactly as specified
+EPOCHS = session.config.train.epochs
+MINUTES = None  # e.g. 60: stop after the epoch that crosses one hour, and resume later
+
+config = session.config.replace(train={"epochs": EPOCHS, "minutes": MINUTES}, model={"preset": PRESET})
+run_dir = session.run_dir(PRESET)
+print(f"{bn.model.count_parameters(bn.build_model(config)):,} parameters; checkpoints in {run_dir}")
+
+# %% [markdown]
+# ## Train (or resume)
+
+# %%
+cache = session.load_cache()
+history = bn.train(cache, run_dir, config)
+
+# %% [markdown]
+# ## Loss curves
+#
+# Train and validation L1 per epoch, in standardised units (multiply by the std of notebook 02 for dB).
+# A validation curve that rises while the train curve falls means the model memorises its training
+# recordings instead of learning piano sound in general.
+
+# %%
+bn.plots.loss_curves({PRESET: history});
+
+# %% [markdown]
+# ## Where the results are
+#
+# `last.pt` resumes training (model, optimiser, scaler, epoch, random state, history, every setting,
+# the cache statistics); `best.pt` holds the weights with the lowest validation loss, for notebook 04.
+
+# %%
+print(bn.run_summary(run_dir))

@@ -1,0 +1,43 @@
+"""The notebooks as committed: paired with their py:percent twins, stripped of outputs, thin.
+
+Executing them is `make test`'s second pytest call (nbmake, smoke profile, a temporary home).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+NOTEBOOKS = sorted((Path(__file__).parents[1] / "notebooks").glob("*.ipynb"))
+
+
+def test_the_four_notebooks_are_there():
+    assert [p.stem for p in NOTEBOOKS] == ["01_download", "02_preprocess_cache", "03_train_gpu", "04_evaluate"]
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_pair_is_in_sync(nb):
+    twin = nb.with_suffix(".py").read_text()
+    regenerated = subprocess.run([sys.executable, "-m", "jupytext", "--quiet", "--to", "py:percent", "-o", "-", nb],
+                                 capture_output=True, text=True, check=True).stdout
+    assert regenerated == twin, f"{nb.name} and its .py differ: run `jupytext --sync {nb}`"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_committed_without_outputs(nb):
+    cells = json.loads(nb.read_text())["cells"]
+    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    assert not dirty, f"{nb.name} holds outputs in cells {dirty}: jupyter nbconvert --clear-output --inplace {nb}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_cells_are_thin(nb):
+    """No logic in cells: no function or class definitions, no loops longer than a display line."""
+    for cell in json.loads(nb.read_text())["cells"]:
+        src = "".join(cell["source"])
+        if cell["cell_type"] == "code":
+            assert "def " not in src and "class " not in src, src
+            assert len(src.splitlines()) <= 16, src
