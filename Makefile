@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 TORCH := torch==2.11.0 torchaudio==2.11.0
 DEMO_DIR := runs/demo
 
-.PHONY: setup test demo clean sync-notebooks
+.PHONY: setup browser test demo clean
 
 setup: $(STAMP)
 
@@ -22,9 +22,13 @@ $(STAMP): requirements.txt requirements-dev.txt
 NOTEBOOKS := notebooks/01_download.ipynb notebooks/02_preprocess_cache.ipynb \
 	notebooks/03_train_gpu.ipynb notebooks/04_evaluate.ipynb
 
-# Unit tests, then the four notebooks in order under nbmake on the smoke profile, in a temporary
-# home so nothing is written into the checkout.
-test: setup
+# The widget test drives Debian's Chromium; install it (as root) when it is missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+
+# Unit tests (the browser test included), then the four notebooks in order under nbmake on the
+# smoke profile, in a temporary home so nothing is written into the checkout.
+test: setup browser
 	$(PY) -m pytest -q
 	tmp=$$(mktemp -d) && BEETNET_PROFILE=smoke BEETNET_HOME=$$tmp MPLBACKEND=Agg \
 		$(PY) -m pytest -q -p no:randomly --nbmake $(NOTEBOOKS); rc=$$?; rm -rf $$tmp; exit $$rc

@@ -116,7 +116,9 @@ class InterpolateView:
         self.readout.value = (f"<span class='beetnet-readout' data-alpha='{self.alpha.value:.2f}'>"
                               f"{(1 - self.alpha.value):.2f} × {self.a.value} + {self.alpha.value:.2f} × "
                               f"{self.b.value} ({self.mode.value})</span>")
-        fig = plots.spectrogram(mix, f"alpha {self.alpha.value:.2f}")
+        ends = self.run.reconstruct(np.stack([mel_a, mel_b])).numpy()
+        fig = plots.clip_gallery([ends[0], mix, ends[1]], [f"A: {self.a.value}", f"mix, alpha {self.alpha.value:.2f}",
+                                                         f"B: {self.b.value}"])
         self.image.value = plots.to_png(fig)
         self.audio.value = wav_bytes(mel_to_audio(mix, self.cache.features, self.n_iter), self.cache.features.sample_rate)
         return mix
