@@ -3,7 +3,7 @@
 The notebooks call these; everything else is an implementation detail.
 """
 from .audio import mel_to_audio, save_wav
-from .config import PROFILES, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig, get_config
+from .config import PRESETS, PROFILES, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig, get_config, with_preset
 from .data import ClipFolder, download, list_clips
 from .evaluate import evaluate, markdown_table, save_report
 from .features import MelCache, build_cache, load_cache, mel_db
@@ -16,7 +16,8 @@ from .train import Run, load_run, run_summary, train
 from . import audio, features, generate, model, plots, runtime, widgets  # noqa: E402  (modules the notebooks use)
 
 __all__ = [
-    "PROFILES", "Config", "DataConfig", "FeatureConfig", "ModelConfig", "TrainConfig", "get_config",
+    "PRESETS", "PROFILES", "Config", "DataConfig", "FeatureConfig", "ModelConfig", "TrainConfig", "get_config",
+    "with_preset",
     "ClipFolder", "download", "list_clips",
     "MelCache", "build_cache", "load_cache", "mel_db",
     "build_model", "train", "load_run", "run_summary", "Run",

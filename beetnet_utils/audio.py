@@ -64,3 +64,12 @@ def listen(run, cache, index: int, n_iter: int = 32) -> dict[str, np.ndarray]:
     wav, _, _ = load_clip(Path(cache.meta["clips_dir"]) / cache.names[index], f)
     out = {"original": wav.numpy()} if wav is not None else {}
     return out | {"oracle": mel_to_audio(mel, f, n_iter), "reconstruction": mel_to_audio(run.reconstruct(mel), f, n_iter)}
+
+
+def listen_runs(runs: dict, cache, index: int, n_iter: int = 32) -> dict[str, np.ndarray]:
+    """One clip: the file, its oracle, and every run's reconstruction, to hear the presets side by side."""
+    first = next(iter(runs.values()))
+    sounds = listen(first, cache, index, n_iter)
+    sounds.pop("reconstruction")
+    mel = cache.mels[index].astype(np.float32)
+    return sounds | {name: mel_to_audio(run.reconstruct(mel), cache.features, n_iter) for name, run in runs.items()}

@@ -30,7 +30,9 @@ def _train(args: argparse.Namespace) -> None:
     from .features import load_cache
     from .train import train
 
-    cfg = get_config(args.profile)
+    from .config import with_preset
+
+    cfg = with_preset(get_config(args.profile), args.preset)
     overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
                                    "minutes": args.minutes, "amp": args.amp}.items() if v is not None}
     cfg = cfg.replace(train=overrides)
@@ -78,6 +80,8 @@ def parser() -> argparse.ArgumentParser:
     t = add("train", "Train the autoencoder, or resume the run in --run where it stopped.", _train)
     t.add_argument("--cache", type=Path, required=True)
     t.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and history")
+    t.add_argument("--preset", choices=["seed", "best"], default="seed",
+                   help="seed: the specification's model; best: PCA-initialised linear path + GRU correction")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when present")

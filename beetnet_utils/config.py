@@ -55,7 +55,11 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional)."""
+    """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional).
+
+    `preset` picks the architecture: `seed` is the specification; `best` adds a PCA-initialised
+    linear path beside a GRU correction (see model.py). `dropout` and `refine_steps` apply to `best`.
+    """
 
     preset: str = "seed"
     proj_dim: int = 256
@@ -64,6 +68,10 @@ class ModelConfig:
     enc_layers: int = 2
     dec_layers: int = 2
     bidirectional: bool = True
+    dropout: float = 0.0
+    refine_steps: int = 0  # encode time: steps of L1 descent on z through the frozen decoder
+    refine_lr: float = 0.05
+    pca_shifts: tuple[int, ...] = ()  # best: fit the initial PCA also on copies moved ±s frames in time
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,11 @@ class TrainConfig:
     seed: int = 0
     amp: str = "auto"  # auto: float16 autocast + GradScaler on CUDA only; on: also bfloat16 on the CPU; off
     minutes: float | None = None  # stop cleanly after the epoch that crosses this budget
+    weight_decay: float = 0.0  # AdamW decay on the non-linear correction (best)
+    linear_lr_scale: float = 1.0  # best: the PCA-initialised linear path learns this much slower
+    clamp_loss: bool = False  # best: score the output clamped to the dB range, as the metric does
+    shift_frames: int = 0  # augmentation: move each batch by a random whole number of frames in ±this
+    schedule: str = "constant"  # or "cosine": anneal over the epochs or the minutes, whichever ends first
 
 
 @dataclass(frozen=True)
@@ -94,15 +107,15 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
-        train = dict(d.get("train", {}))
-        if "betas" in train:
-            train["betas"] = tuple(train["betas"])
+        def make(kind, values: dict):  # JSON has lists where the dataclasses have tuples
+            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
         return cls(
             profile=d.get("profile", "full"),
-            features=FeatureConfig(**d.get("features", {})),
-            data=DataConfig(**d.get("data", {})),
-            model=ModelConfig(**d.get("model", {})),
-            train=TrainConfig(**train),
+            features=make(FeatureConfig, d.get("features", {})),
+            data=make(DataConfig, d.get("data", {})),
+            model=make(ModelConfig, d.get("model", {})),
+            train=make(TrainConfig, d.get("train", {})),
         )
 
     @classmethod
@@ -127,6 +140,22 @@ def stable_hash(obj: Any) -> str:
         obj = dataclasses.asdict(obj)
     text = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=list)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "seed": {"model": {"preset": "seed"}, "train": {}},
+    "best": {"model": {"preset": "best", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2,
+                       "refine_steps": 30, "refine_lr": 0.1, "pca_shifts": (3, 6)},
+             "train": {"weight_decay": 0.05, "schedule": "cosine", "linear_lr_scale": 0.1, "clamp_loss": True,
+                       "shift_frames": 6}},
+}
+
+
+def with_preset(cfg: Config, preset: str) -> Config:
+    """`cfg` with a model preset's settings: `seed` (the specification) or `best` (ours)."""
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
+    return cfg.replace(**PRESETS[preset])
 
 
 def _profiles() -> dict[str, Config]:

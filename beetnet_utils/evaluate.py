@@ -17,10 +17,11 @@ import numpy as np
 import torch
 
 from .features import MelCache, build_cache, load_cache
+from .pca import PCA
 from .storage import BeetNetError, atomic_write
 from .train import Run, load_run
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 
 
 def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str, float]:
@@ -28,35 +29,6 @@ def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str,
     err = pred_db.astype(np.float64) - target_db.astype(np.float64)
     l1_db = float(np.abs(err).mean())
     return {"l1_std": l1_db / std, "l1_db": l1_db, "rmse_db": float(np.sqrt(np.square(err).mean()))}
-
-
-@dataclass
-class PCA:
-    mean: np.ndarray  # (d,)
-    components: np.ndarray  # (k, d), orthonormal rows
-
-    @classmethod
-    def fit(cls, x: np.ndarray, k: int) -> "PCA":
-        """Exact PCA: SVD of the centred data when clips < dimensions, else eigh of the covariance."""
-        flat = torch.from_numpy(x.reshape(len(x), -1).astype(np.float64))
-        mean = flat.mean(0)
-        centred = flat - mean
-        if len(flat) <= flat.shape[1]:
-            _, _, vt = torch.linalg.svd(centred, full_matrices=False)
-            comps = vt[:k]
-        else:
-            _, vecs = torch.linalg.eigh(centred.T @ centred)
-            comps = vecs.flip(-1)[:, :k].T
-        return cls(mean.numpy(), comps.numpy())
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        return (x.reshape(len(x), -1) - self.mean) @ self.components.T
-
-    def decode(self, codes: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
-        return (codes @ self.components + self.mean).reshape(len(codes), *shape)
-
-    def reconstruct(self, x: np.ndarray) -> np.ndarray:
-        return self.decode(self.encode(x), x.shape[1:])
 
 
 @dataclass
@@ -97,23 +69,37 @@ def score(run: Run, baselines: Baselines, x_db: np.ndarray, recordings: np.ndarr
     return out
 
 
-def evaluate(run: Run, cache: MelCache, splits: tuple[str, ...] = ("val", "test"),
+def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...] = ("val", "test"),
              other: MelCache | None = None) -> dict:
-    """The report: baselines fitted on `cache`'s train split; scored on `splits` (or every clip of `other`)."""
-    if run.cache_key != cache.key:
-        raise BeetNetError(f"{run.path} was trained on another cache than {cache.path}: "
-                           "pass the cache it was trained on (baselines are fitted on its train split)")
+    """The report: baselines fitted on `cache`'s train split; every run and baseline scored on `splits`
+    (or on every clip of `other`). `runs` is one run (named beetnet) or {name: run} to compare presets."""
+    runs = {"beetnet": runs} if isinstance(runs, Run) else dict(runs)
+    for run in runs.values():
+        if run.cache_key != cache.key:
+            raise BeetNetError(f"{run.path} was trained on another cache than {cache.path}: "
+                               "pass the cache it was trained on (baselines are fitted on its train split)")
+    first = next(iter(runs.values()))
     f = cache.features
-    baselines = Baselines.fit(cache.db("train"), run.config.model.latent_dim, (f.db_min, f.db_max))
-    report = {"version": REPORT_VERSION, "run": str(run.path), "epoch": run.epoch, "cache": str(cache.path),
-              "stats": run.stats, "latent_dim": run.config.model.latent_dim, "splits": {}}
+    baselines = Baselines.fit(cache.db("train"), first.config.model.latent_dim, (f.db_min, f.db_max))
+    report = {"version": REPORT_VERSION, "cache": str(cache.path), "stats": first.stats,
+              "latent_dim": first.config.model.latent_dim,
+              "runs": {n: {"path": str(r.path), "preset": r.config.model.preset, "epoch": r.epoch} for n, r in runs.items()},
+              "splits": {}}
+    sets = ({"other": (other.mels.astype(np.float32), other.recordings)} if other is not None else
+            {s: (cache.mels[cache.indices(s)].astype(np.float32), cache.recordings[cache.indices(s)]) for s in splits})
     if other is not None:
         report["other_clips"] = other.meta["clips_dir"]
-        report["splits"]["other"] = score(run, baselines, other.mels.astype(np.float32), other.recordings)
-        return report
-    for split in splits:
-        idx = cache.indices(split)
-        report["splits"][split] = score(run, baselines, cache.mels[idx].astype(np.float32), cache.recordings[idx])
+    for split, (x, recordings) in sets.items():
+        for i, (name, run) in enumerate(runs.items()):
+            scored = score(run, baselines, x, recordings, name=name)
+            if i == 0:
+                report["splits"][split] = scored
+            else:  # baselines once, runs beside them
+                report["splits"][split]["models"] = {name: scored["models"][name]} | report["splits"][split]["models"]
+                for rec, row in scored["per_recording"].items():
+                    report["splits"][split]["per_recording"][rec][name] = row[name]
+        models = report["splits"][split]["models"]
+        report["splits"][split]["models"] = {m: models[m] for m in list(runs) + [m for m in models if m not in runs]}
     return report
 
 
@@ -132,7 +118,8 @@ def markdown_table(report: dict) -> str:
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     sizes = ", ".join(f"{s}: {report['splits'][s]['clips']} clips from {report['splits'][s]['recordings']} "
                       f"recordings" for s in splits)
-    return "\n".join([head, rule, *rows, "", f"({sizes}; epoch {report['epoch']})"])
+    epochs = ", ".join(f"{n}: {r['preset']} preset, epoch {r['epoch']}" for n, r in report["runs"].items())
+    return "\n".join([head, rule, *rows, "", f"({sizes}; {epochs})"])
 
 
 def save_report(report: dict, path: Path) -> Path:

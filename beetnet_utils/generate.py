@@ -44,3 +44,8 @@ class LatentGaussian:
         torch.manual_seed(seed)
         z = self.mean + temperature * (self.dist.sample((n,)) - self.mean)
         return self.run.decode(z.float())
+
+
+def samples(runs: dict[str, Run], train_db: np.ndarray, n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
+    """n new spectrograms from each run's latent Gaussian: {name: (n, n_mels, frames) dB}."""
+    return {name: LatentGaussian(run, train_db).sample(n, seed).numpy() for name, run in runs.items()}

@@ -42,11 +42,108 @@ class GRUAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+class PCAGRUAutoencoder(nn.Module):
+    """`best`: a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
+
+    With ~45 training recordings the limit is generalisation, not capacity: models trained from
+    scratch fit the training clips better and new recordings worse than PCA. So the linear path
+    starts at PCA (the best linear code, already general) and the non-linear part starts at zero
+    (its last layer is zero-initialised) and is held back by dropout and weight decay: it can only
+    add what helps on average. The decoder sees nothing but z: Linear(z) for the linear part, and
+    Linear(z) repeated over time plus a learned time-position input into a GRU for the correction.
+    """
+
+    def __init__(self, cfg: ModelConfig, n_mels: int = 96, n_frames: int = 63):
+        super().__init__()
+        self.n_mels, self.n_frames = n_mels, n_frames
+        self.pca_shifts = cfg.pca_shifts
+        d = n_mels * n_frames
+        self.encoder = nn.Linear(d, cfg.latent_dim)  # PCA projection at init
+        self.linear_decoder = nn.Linear(cfg.latent_dim, d)  # PCA reconstruction at init
+        self.expand = nn.Linear(cfg.latent_dim, cfg.dec_hidden)
+        self.position = nn.Parameter(0.02 * torch.randn(n_frames, cfg.dec_hidden))
+        self.gru = nn.GRU(cfg.dec_hidden, cfg.dec_hidden, cfg.dec_layers, batch_first=True,
+                          dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.out = nn.Linear(cfg.dec_hidden, n_mels)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    @torch.no_grad()
+    def init_from_data(self, x_train: torch.Tensor) -> None:
+        """Set the linear path to PCA of the (standardised) training clips and their time-shifted copies.
+
+        Clips are cut at arbitrary moments, so a basis that has seen onsets a few frames earlier or
+        later generalises better to new recordings (measured: see benchmarks/bench_quality.py).
+        """
+        from .pca import PCA
+
+        pca = PCA.fit(x_train.float().cpu().numpy(), self.encoder.out_features, shifts=self.pca_shifts)
+        comps = torch.as_tensor(pca.components, dtype=torch.float32)
+        mean = torch.as_tensor(pca.mean, dtype=torch.float32)
+        k = comps.shape[0]  # fewer clips than latent dimensions: the rest stay at zero
+        self.encoder.weight.zero_()
+        self.encoder.bias.zero_()
+        self.linear_decoder.weight.zero_()
+        self.encoder.weight[:k] = comps
+        self.encoder.bias[:k] = -comps @ mean
+        self.linear_decoder.weight[:, :k] = comps.T
+        self.linear_decoder.bias.copy_(mean)
+
+    def correction_parameters(self) -> list[nn.Parameter]:
+        return [*self.expand.parameters(), self.position, *self.gru.parameters(), *self.out.parameters()]
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x.flatten(1))
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        linear = self.linear_decoder(z).view(-1, self.n_mels, self.n_frames)
+        steps = self.drop(self.expand(z)).unsqueeze(1) + self.position
+        y, _ = self.gru(steps)
+        return linear + self.out(self.drop(y)).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+
+def refine(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tuple[float, float]) -> torch.Tensor:
+    """Fit each clip's code by L1 descent through the frozen decoder, from the encoder's z.
+
+    Each clip keeps the best code it reached (its starting z included), so its L1 never rises.
+    `bounds` clamp the output as the metric does (standardised units).
+    """
+    was_training = model.training
+    model.eval()
+    params = [p.requires_grad_(False) for p in model.parameters()]
+    with torch.no_grad():
+        z0 = model.encode(x).float()
+    z = z0.clone().requires_grad_(True)
+    best_z = z0.clone()
+    best = torch.full((len(x),), float("inf"), device=x.device)
+    opt = torch.optim.Adam([z], lr=lr)
+    with torch.enable_grad():
+        for _ in range(steps + 1):
+            per_clip = (model.decode(z).clamp(*bounds) - x).abs().mean(dim=(1, 2))
+            better = per_clip.detach() < best
+            best = torch.where(better, per_clip.detach(), best)
+            best_z[better] = z.detach()[better]
+            opt.zero_grad(set_to_none=True)
+            per_clip.sum().backward()
+            opt.step()
+    for p in params:
+        p.requires_grad_(True)
+    model.train(was_training)
+    return best_z
+
+
+ARCHITECTURES = {"seed": GRUAutoencoder, "best": PCAGRUAutoencoder}
+
+
 def build_model(cfg: Config) -> nn.Module:
-    """The model a config describes (presets: `seed`, the specification)."""
-    if cfg.model.preset != "seed":
-        raise ValueError(f"unknown model preset {cfg.model.preset!r}: choose one of seed")
-    return GRUAutoencoder(cfg.model, cfg.features.n_mels, cfg.features.n_frames)
+    """The model a config describes: preset `seed` (the specification) or `best` (ours)."""
+    if cfg.model.preset not in ARCHITECTURES:
+        raise ValueError(f"unknown model preset {cfg.model.preset!r}: choose one of {', '.join(ARCHITECTURES)}")
+    return ARCHITECTURES[cfg.model.preset](cfg.model, cfg.features.n_mels, cfg.features.n_frames)
 
 
 def count_parameters(model: nn.Module) -> int:

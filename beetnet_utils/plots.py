@@ -133,3 +133,28 @@ def clip_gallery(mels: list[np.ndarray], titles: list[str]):
     for ax, mel, title in zip(axes[0], mels, titles):
         spectrogram(mel, title, ax=ax)
     return fig
+
+
+def grid(rows: dict[str, list[np.ndarray]], titles: list[str] | None = None, db_range: tuple[float, float] = (-40, 60)):
+    """One row of spectrograms per name (for example, samples from each preset)."""
+    n = max(len(v) for v in rows.values())
+    fig, axes = plt.subplots(len(rows), n, figsize=(3.2 * n, 2.7 * len(rows)), squeeze=False, constrained_layout=True)
+    for r, (name, mels) in enumerate(rows.items()):
+        for c in range(n):
+            ax = axes[r][c]
+            if c < len(mels):
+                spectrogram(mels[c], f"{name}: {titles[c] if titles else c}", db_range, ax=ax)
+            else:
+                ax.axis("off")
+    return fig
+
+
+def presets_side_by_side(runs: dict, cache, index: int):
+    """One clip: the original and each run's reconstruction, on one colour scale, with each one's L1."""
+    original = cache.mels[index].astype(np.float32)
+    panels, titles = [original], [f"original {cache.names[index]}"]
+    for name, run in runs.items():
+        rec = run.reconstruct(original).numpy()
+        panels.append(rec)
+        titles.append(f"{name}: L1 {np.abs(rec - original).mean() / run.stats['std']:.3f}")
+    return clip_gallery(panels, titles)

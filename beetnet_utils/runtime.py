@@ -137,12 +137,14 @@ class Session:
     env: Environment
     paths: Paths
     config: "Config"
+    preset: str = "best"  # the model preset notebook 03 trains (BEETNET_PRESET)
 
     def describe(self) -> str:
         p = self.paths
         return "\n".join([
             f"running on: {self.env.describe()}",
-            f"profile:    {self.config.profile} (source {self.config.data.source}, {self.config.train.epochs} epochs)",
+            f"profile:    {self.config.profile} (source {self.config.data.source}, {self.config.train.epochs} epochs, "
+            f"model preset {self.preset})",
             f"clips:      {p.clips}",
             f"cache:      {p.cache}" + (f" (kept on Drive as {p.cache_archive})" if p.cache_archive else ""),
             f"runs:       {p.runs}",
@@ -152,7 +154,16 @@ class Session:
         return self.describe()
 
     def run_dir(self, preset: str | None = None) -> Path:
-        return self.paths.runs / f"{self.config.profile}-{preset or self.config.model.preset}"
+        return self.paths.runs / f"{self.config.profile}-{preset or self.preset}"
+
+    def load_runs(self) -> dict:
+        """Every trained preset of this profile ({'seed': Run, 'best': Run}, those that exist)."""
+        from .train import load_run
+
+        found = {p: self.run_dir(p) for p in ("seed", "best") if (self.run_dir(p) / "best.pt").exists()}
+        if not found:
+            raise FileNotFoundError(f"no trained run under {self.paths.runs}: run notebook 03 first")
+        return {p: load_run(d) for p, d in found.items()}
 
     def cache(self, clips: Path, progress: bool = True) -> "MelCache":
         """Build or reuse the mel cache; in Colab also keep a one-file copy on Drive."""
@@ -182,6 +193,6 @@ def start(profile: str | None = None, environ: Mapping[str, str] | None = None) 
     env = detect(environ)
     mount_drive(env)
     cfg = get_config(profile or environ.get(PROFILE_ENV) or ("full" if env.in_colab else "demo"))
-    session = Session(env, paths(env), cfg)
+    session = Session(env, paths(env), cfg, environ.get("BEETNET_PRESET", "best"))
     print(session.describe())
     return session

@@ -25,6 +25,8 @@ from . import runtime
 from .config import Config
 from .features import MelCache
 from .model import build_model
+from .pca import shift_time
+from .model import refine as refine_codes
 from .storage import BeetNetError, atomic_write
 
 CHECKPOINT_FORMAT = 1
@@ -87,17 +89,48 @@ class Batches:
 
 
 @torch.no_grad()
-def evaluate_l1(model: torch.nn.Module, x: torch.Tensor, amp: tuple[bool, torch.dtype], batch: int = 256) -> float:
-    """Mean absolute error on standardised values over a whole split."""
+def evaluate_l1(model: torch.nn.Module, x: torch.Tensor, amp: tuple[bool, torch.dtype], batch: int = 256,
+                bounds: tuple[float, float] | None = None) -> float:
+    """Mean absolute error on standardised values over a whole split (output clamped to `bounds`)."""
     model.eval()
     total = torch.zeros((), device=x.device, dtype=torch.float64)
     for i in range(0, len(x), batch):
         xb = x[i:i + batch]
         with torch.autocast(x.device.type, dtype=amp[1], enabled=amp[0]):
-            pred = model(xb)
-        total += (pred.float() - xb.float()).abs().sum(dtype=torch.float64)
+            pred = model(xb).float()
+        if bounds:
+            pred = pred.clamp(*bounds)
+        total += (pred - xb.float()).abs().sum(dtype=torch.float64)
     model.train()
     return float(total) / x.numel()
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """Adam as the original; for `best`, AdamW with weight decay on the non-linear correction only."""
+    tc = cfg.train
+    if not hasattr(model, "correction_parameters"):
+        return torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tc.betas)
+    correction = {id(p) for p in model.correction_parameters()}
+    linear = tc.lr * tc.linear_lr_scale
+    groups = [{"params": [p for p in model.parameters() if id(p) not in correction], "weight_decay": 0.0,
+               "lr": linear, "base_lr": linear},
+              {"params": model.correction_parameters(), "weight_decay": tc.weight_decay, "lr": tc.lr, "base_lr": tc.lr}]
+    return torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas)
+
+
+def set_learning_rate(opt: torch.optim.Optimizer, cfg: Config, epoch: int, elapsed: float) -> None:
+    """Constant, or cosine over the epochs or the time budget, whichever is further along."""
+    tc = cfg.train
+    if tc.schedule == "constant":
+        return
+    if tc.schedule != "cosine":
+        raise ValueError(f"schedule must be constant or cosine, not {tc.schedule!r}")
+    progress = (epoch - 1) / tc.epochs
+    if tc.minutes:
+        progress = max(progress, elapsed / (tc.minutes * 60))
+    for group in opt.param_groups:
+        base = group.get("base_lr", tc.lr)
+        group["lr"] = base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def plot_history(history: list[dict], path: Path) -> Path:
@@ -126,7 +159,7 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
 
     torch.manual_seed(tc.seed)
     model = build_model(cfg).to(dev)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.lr, betas=tc.betas)
+    opt = make_optimizer(model, cfg)
     scaler = torch.amp.GradScaler(dev.type, enabled=amp[0] and amp[1] == torch.float16)
     history: list[dict] = []
     best = math.inf
@@ -150,23 +183,34 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
     data_dtype = torch.float16 if dev.type == "cuda" else torch.float32  # 18,825 clips: ~230 MB in float16
     x_train = cache.standardised("train", dev, data_dtype)
     x_val = cache.standardised("val", dev, data_dtype)
+    if ckpt is None and hasattr(model, "init_from_data"):
+        model.init_from_data(x_train)  # best: the linear path starts at PCA of the train split
     batches = Batches(len(x_train), tc.batch_size, tc.seed)
     if len(batches) == 0:
         raise BeetNetError(f"the train split has {len(x_train)} clips, fewer than one batch of {tc.batch_size}: "
                            "use a smaller --batch-size or more data")
     autocast = (lambda: torch.autocast(dev.type, dtype=amp[1])) if amp[0] else nullcontext
+    f = cfg.features
+    bounds = ((f.db_min - cache.mean) / cache.std, (f.db_max - cache.mean) / cache.std) if tc.clamp_loss else None
+    clamp = (lambda y: y.clamp(*bounds)) if bounds else (lambda y: y)
     started = time.perf_counter()
     log(f"training on {dev} ({'AMP ' + str(amp[1]).split('.')[-1] if amp[0] else 'float32'}): "
         f"{len(x_train)} train clips, {len(x_val)} val clips, {len(batches)} batches of {tc.batch_size}")
 
     for epoch in range(len(history) + 1, tc.epochs + 1):
+        set_learning_rate(opt, cfg, epoch, time.perf_counter() - started)
         t0 = time.perf_counter()
         total = torch.zeros((), device=dev)
         model.train()
-        for idx in tqdm(batches.epoch(epoch), desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=not progress):
+        for b, idx in enumerate(tqdm(batches.epoch(epoch), desc=f"epoch {epoch}/{tc.epochs}", leave=False,
+                                     disable=not progress)):
             xb = x_train[idx.to(dev)]
+            if tc.shift_frames:  # a seeded, resumable random time shift per batch
+                shift = (epoch * 7919 + b * 104729 + tc.seed) % (2 * tc.shift_frames + 1) - tc.shift_frames
+                xb = shift_time(xb, shift)
             with autocast():
-                loss = F.l1_loss(model(xb).float(), xb.float())
+                z = model.encode(xb)
+                loss = F.l1_loss(clamp(model.decode(z).float()), xb.float())
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)
@@ -176,9 +220,10 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
             total += loss.detach()
         train_l1 = float(total) / len(batches)
         seconds = time.perf_counter() - t0
-        val_l1 = evaluate_l1(model, x_val, amp) if len(x_val) else float("nan")
+        val_l1 = evaluate_l1(model, x_val, amp, bounds=bounds) if len(x_val) else float("nan")
         history.append({"epoch": epoch, "train_l1": train_l1, "val_l1": val_l1, "val_l1_db": val_l1 * cache.std,
-                        "seconds": seconds, "samples_per_s": len(batches) * tc.batch_size / seconds})
+                        "seconds": seconds, "samples_per_s": len(batches) * tc.batch_size / seconds,
+                        "lr": opt.param_groups[-1]["lr"]})
         is_best = val_l1 < best
         best = min(best, val_l1)
         state = identity | {"format": CHECKPOINT_FORMAT, "epoch": epoch, "history": history, "best_val": best,
@@ -221,10 +266,21 @@ class Run:
         return (t.unsqueeze(0) if single else t).to(self.device), single
 
     @torch.no_grad()
-    def encode(self, mel_db: Any) -> torch.Tensor:
-        """dB spectrogram(s) (…, n_mels, frames) -> latent(s) (…, latent), on the CPU."""
+    def encode(self, mel_db: Any, refine: bool = True) -> torch.Tensor:
+        """dB spectrogram(s) (…, n_mels, frames) -> latent(s) (…, latent), on the CPU.
+
+        With `refine_steps` in the config (preset `best`), each code is then fitted to its clip by
+        L1 descent through the frozen decoder; `refine=False` gives the plain encoder's code.
+        """
         x, single = self._batch(mel_db, 2)
-        z = self.model.encode((x - self.stats["mean"]) / self.stats["std"]).float().cpu()
+        x = (x - self.stats["mean"]) / self.stats["std"]
+        m = self.config.model
+        if refine and m.refine_steps > 0:
+            f, mean, std = self.config.features, self.stats["mean"], self.stats["std"]
+            z = refine_codes(self.model, x, m.refine_steps, m.refine_lr, ((f.db_min - mean) / std, (f.db_max - mean) / std))
+        else:
+            z = self.model.encode(x)
+        z = z.float().cpu()
         return z[0] if single else z
 
     @torch.no_grad()
@@ -236,8 +292,8 @@ class Run:
         y = y.clamp(f.db_min, f.db_max).cpu()
         return y[0] if single else y
 
-    def reconstruct(self, mel_db: Any) -> torch.Tensor:
-        return self.decode(self.encode(mel_db))
+    def reconstruct(self, mel_db: Any, refine: bool = True) -> torch.Tensor:
+        return self.decode(self.encode(mel_db, refine))
 
 
 def run_summary(run_dir: Path) -> str:

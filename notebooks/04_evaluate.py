@@ -48,19 +48,31 @@ session = bn.runtime.start()  # where we run (warns when the GPU is not a T4), t
 
 # %%
 cache = session.load_cache()
-run = bn.load_run(session.run_dir())
-print(f"{run.path}: epoch {run.epoch} of {len(run.history)} trained (best validation L1)")
+runs = session.load_runs()  # every preset trained in notebook 03: {"seed": ..., "best": ...}
+run = runs["best"] if "best" in runs else runs["seed"]  # the one the widgets below use
+print(f"trained presets: {', '.join(runs)}; widgets use {run.path}")
 
 # %% [markdown]
-# ## The model against the baselines
+# ## The models against the baselines
 
 # %%
-report = bn.evaluate(run, cache)
-bn.save_report(report, run.path / "report.json")
+report = bn.evaluate(runs, cache)
+bn.save_report(report, session.paths.runs / "report.json")
 display(Markdown(bn.markdown_table(report)))
 
 # %%
 bn.plots.metrics_bars(report);
+
+# %% [markdown]
+# ## One test clip, every preset
+
+# %%
+index = int(cache.indices("test")[0])
+bn.plots.presets_side_by_side(runs, cache, index);
+
+# %%
+for name, wave in bn.audio.listen_runs(runs, cache, index).items():
+    display(Markdown(f"**{name}**"), Audio(wave, rate=cache.features.sample_rate))
 
 # %% [markdown]
 # ## Compare: original, reconstruction and error
@@ -74,14 +86,6 @@ compare = bn.widgets.CompareView(run, cache)
 display(compare.widget)
 
 # %% [markdown]
-# ## Listen to one test clip
-
-# %%
-index = int(cache.indices("test")[0])
-for name, wave in bn.audio.listen(run, cache, index).items():
-    display(Markdown(f"**{name}** ({cache.names[index]})"), Audio(wave, rate=cache.features.sample_rate))
-
-# %% [markdown]
 # ## Walk between two clips
 #
 # Encode two clips, mix their latent vectors (linearly, or along the sphere), decode the mix.
@@ -93,15 +97,15 @@ display(walk.widget)
 # %% [markdown]
 # ## New spectrograms from the latent space
 #
-# A Gaussian fitted to the latent vectors of the training clips, sampled and decoded.
+# A Gaussian fitted to the latent vectors of the training clips, sampled and decoded, for each preset.
 
 # %%
-gaussian = bn.LatentGaussian(run, cache.db("train"))
-samples = gaussian.sample(4, seed=0).numpy()
-bn.plots.clip_gallery(list(samples), [f"sample {i}" for i in range(4)]);
+samples = bn.generate.samples(runs, cache.db("train"), n=4, seed=0)
+bn.plots.grid({name: list(s) for name, s in samples.items()}, [f"sample {i}" for i in range(4)]);
 
 # %%
-display(Audio(bn.mel_to_audio(samples[0], cache.features), rate=cache.features.sample_rate))
+for name, s in samples.items():
+    display(Markdown(f"**{name}**, sample 0"), Audio(bn.mel_to_audio(s[0], cache.features), rate=cache.features.sample_rate))
 
 # %% [markdown]
 # ## The latent space

@@ -13,7 +13,8 @@ def test_start_picks_demo_locally_and_respects_the_environment(tmp_path, capsys)
     assert s.config.profile == "demo" and s.paths.runs == tmp_path / "runs"
     assert "profile:    demo" in capsys.readouterr().out
     assert runtime.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PROFILE": "smoke"}).config.profile == "smoke"
-    assert s.run_dir() == tmp_path / "runs" / "demo-seed"
+    assert s.preset == "best" and s.run_dir() == tmp_path / "runs" / "demo-best"
+    assert runtime.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PRESET": "seed"}).run_dir().name == "demo-seed"
 
 
 def test_cache_kept_on_drive_survives_a_lost_vm(tmp_path, smoke, smoke_clips):

@@ -1,0 +1,97 @@
+"""The two model presets: `seed` (the specification) and `best` (ours)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from beetnet_utils.config import PRESETS, with_preset
+from beetnet_utils.model import PCAGRUAutoencoder, build_model
+from beetnet_utils.pca import PCA
+from beetnet_utils.train import load_run, train
+
+quiet = dict(progress=False, log=lambda m: None)
+
+
+@pytest.mark.parametrize("preset", list(PRESETS))
+def test_each_preset_builds_trains_and_round_trips(tmp_path, smoke, smoke_cache, preset):
+    cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 5} if preset == "best" else {})
+    history = train(smoke_cache, tmp_path / preset, cfg, **quiet)
+    assert len(history) == 2 and all(np.isfinite(h["val_l1"]) for h in history)
+    run = load_run(tmp_path / preset)
+    assert run.config.model.preset == preset and type(run.model) is type(build_model(cfg))
+    mel = smoke_cache.db("test")[:2]
+    z = run.encode(mel)
+    assert z.shape == (2, cfg.model.latent_dim)
+    assert run.reconstruct(mel).shape == mel.shape
+
+
+def test_unknown_preset_is_a_clear_error(smoke):
+    with pytest.raises(ValueError, match="unknown preset 'fancy'.*seed, best"):
+        with_preset(smoke, "fancy")
+
+
+def test_best_starts_exactly_at_pca(smoke_cache, smoke):
+    cfg = with_preset(smoke, "best")
+    model = build_model(cfg).eval()
+    x = smoke_cache.standardised("train")
+    model.init_from_data(x)
+    assert cfg.model.pca_shifts  # best fits PCA on time-shifted copies too
+    pca = PCA.fit(x.numpy(), cfg.model.latent_dim, shifts=cfg.model.pca_shifts)
+    val = smoke_cache.standardised("val")
+    with torch.no_grad():
+        out = model(val).numpy()
+    np.testing.assert_allclose(out, pca.reconstruct(val.numpy()), atol=2e-4)  # the correction starts at zero
+
+
+def test_best_decoder_output_depends_only_on_z(smoke_cache, smoke):
+    """Move the input along a direction the encoder cannot see: z, and so the output, must not move."""
+    model = build_model(with_preset(smoke, "best")).eval()
+    model.init_from_data(smoke_cache.standardised("train"))
+    torch.nn.init.normal_(model.out.weight, std=0.1)  # a trained-looking, non-zero correction
+    x = smoke_cache.standardised("test")[:3]
+    w = model.encoder.weight.detach().double()
+    v = torch.randn(x[0].numel(), dtype=torch.float64)
+    v -= w.T @ torch.linalg.lstsq(w.T, v.unsqueeze(1)).solution.squeeze(1)  # into the encoder's null space
+    moved = x + (3.0 * v / v.norm()).float().view_as(x[0])
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(moved), model.encode(x), atol=1e-4, rtol=0)
+        torch.testing.assert_close(model(moved), model(x), atol=1e-4, rtol=0)
+        assert not torch.allclose(moved, x, atol=0.1)
+        z = model.encode(x)
+        torch.testing.assert_close(model(x), model.decode(z))  # forward is decode(encode(x)), nothing else
+
+
+def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache):
+    cfg = with_preset(smoke, "best").replace(train={"epochs": 2}, model={"refine_steps": 30})
+    train(smoke_cache, tmp_path / "run", cfg, **quiet)
+    run = load_run(tmp_path / "run")
+    mel = smoke_cache.db("test")
+    plain = (run.reconstruct(mel, refine=False).numpy() - mel).__abs__().mean(axis=(1, 2))
+    refined = (run.reconstruct(mel).numpy() - mel).__abs__().mean(axis=(1, 2))
+    assert (refined <= plain + 1e-4).all(), (refined - plain).max()
+    assert refined.mean() < plain.mean()  # and it does help on average
+
+
+def test_best_architecture_has_a_gru_at_its_heart():
+    from beetnet_utils import get_config
+
+    model = build_model(with_preset(get_config("full"), "best"))
+    assert isinstance(model, PCAGRUAutoencoder) and isinstance(model.gru, torch.nn.GRU)
+    assert model.encode(torch.zeros(2, 96, 63)).shape == (2, 256)
+
+
+def test_time_shifted_pca_routes_agree_and_shift_time_moves_frames():
+    from beetnet_utils.pca import shift_time
+
+    x = torch.arange(2 * 3 * 5, dtype=torch.float32).view(2, 3, 5)
+    assert torch.equal(shift_time(x, 2)[0, 0], torch.tensor([0.0, 0, 0, 1, 2]))
+    assert torch.equal(shift_time(x, -1)[0, 0], torch.tensor([1.0, 2, 3, 4, 4]))
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(30, 2, 6)).astype(np.float32)  # 12 dimensions, 90 rows with shifts: covariance route
+    copies = np.concatenate([data] + [shift_time(torch.from_numpy(data), m).numpy() for m in (1, -1)])
+    a = PCA.fit(data, k=4, shifts=(1,), chunk=7)
+    flat = copies.reshape(len(copies), -1).astype(np.float64)
+    reference = np.linalg.svd(flat - flat.mean(0), full_matrices=False)[2][:4]
+    np.testing.assert_allclose(np.abs(a.components @ reference.T), np.eye(4), atol=1e-6)
+    np.testing.assert_allclose(a.mean, flat.mean(0), atol=1e-6)
