@@ -162,7 +162,9 @@ class Session:
 
         found = {p: self.run_dir(p) for p in ("seed", "best") if (self.run_dir(p) / "best.pt").exists()}
         if not found:
-            raise FileNotFoundError(f"no trained run under {self.paths.runs}: run notebook 03 first")
+            from .storage import BeetNetError
+
+            raise BeetNetError(f"no trained run under {self.paths.runs}: run notebook 03 first")
         return {p: load_run(d) for p, d in found.items()}
 
     def cache(self, clips: Path, progress: bool = True) -> "MelCache":

@@ -118,8 +118,12 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     return torch.optim.AdamW(groups, lr=tc.lr, betas=tc.betas)
 
 
-def set_learning_rate(opt: torch.optim.Optimizer, cfg: Config, epoch: int, elapsed: float) -> None:
-    """Constant, or cosine over the epochs or the time budget, whichever is further along."""
+def set_learning_rate(opt: torch.optim.Optimizer, cfg: Config, epoch: int, trained_seconds: float) -> None:
+    """Constant, or cosine over the epochs or the time budget, whichever is further along.
+
+    Time counts the training seconds of every session so far, so a resumed run picks up the
+    schedule where it stopped (the budget's stop rule, by contrast, is per session).
+    """
     tc = cfg.train
     if tc.schedule == "constant":
         return
@@ -127,7 +131,7 @@ def set_learning_rate(opt: torch.optim.Optimizer, cfg: Config, epoch: int, elaps
         raise ValueError(f"schedule must be constant or cosine, not {tc.schedule!r}")
     progress = (epoch - 1) / tc.epochs
     if tc.minutes:
-        progress = max(progress, elapsed / (tc.minutes * 60))
+        progress = max(progress, trained_seconds / (tc.minutes * 60))
     for group in opt.param_groups:
         base = group.get("base_lr", tc.lr)
         group["lr"] = base * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
@@ -198,7 +202,7 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
         f"{len(x_train)} train clips, {len(x_val)} val clips, {len(batches)} batches of {tc.batch_size}")
 
     for epoch in range(len(history) + 1, tc.epochs + 1):
-        set_learning_rate(opt, cfg, epoch, time.perf_counter() - started)
+        set_learning_rate(opt, cfg, epoch, sum(h.get("wall", h["seconds"]) for h in history))  # every session
         t0 = time.perf_counter()
         total = torch.zeros((), device=dev)
         model.train()
@@ -222,7 +226,8 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
         seconds = time.perf_counter() - t0
         val_l1 = evaluate_l1(model, x_val, amp, bounds=bounds) if len(x_val) else float("nan")
         history.append({"epoch": epoch, "train_l1": train_l1, "val_l1": val_l1, "val_l1_db": val_l1 * cache.std,
-                        "seconds": seconds, "samples_per_s": len(batches) * tc.batch_size / seconds,
+                        "seconds": seconds, "wall": time.perf_counter() - t0,
+                        "samples_per_s": len(batches) * tc.batch_size / seconds,
                         "lr": opt.param_groups[-1]["lr"]})
         is_best = val_l1 < best
         best = min(best, val_l1)

@@ -64,11 +64,21 @@ display(Markdown(bn.markdown_table(report)))
 bn.plots.metrics_bars(report);
 
 # %% [markdown]
+# Training and validation loss of every preset, per epoch (standardised L1; lower is better).
+
+# %%
+bn.plots.loss_curves({name: r.history for name, r in runs.items()});
+
+# %% [markdown]
 # ## One test clip, every preset
 
 # %%
-index = int(cache.indices("test")[0])
+index = int(cache.indices("test")[len(cache.indices("test")) // 2])
 bn.plots.presets_side_by_side(runs, cache, index);
+
+# %%
+original = cache.mels[index].astype("float32")
+bn.plots.triptych(original, run.reconstruct(original).numpy(), f"{cache.names[index]}, {run.config.model.preset} preset");
 
 # %%
 for name, wave in bn.audio.listen_runs(runs, cache, index).items():

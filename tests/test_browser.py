@@ -99,6 +99,19 @@ def settle(page, selector: str, n: int, old: str, shots: Path, name: str, timeou
     raise AssertionError(f"{selector}[{n}] did not change and settle within {timeout} s (see {shots})")
 
 
+def press_slider(page, slider: int, key: str, times: int, image: int, audio: int, shots: Path, name: str):
+    """Move the slider-th slider with the keyboard; wait until its view's image and audio change and settle."""
+    old_image = page.locator("img").nth(image).get_attribute("src")
+    old_audio = page.locator("audio").nth(audio).get_attribute("src")
+    handle = page.locator(".noUi-handle").nth(slider)
+    handle.focus()
+    for _ in range(times):
+        handle.press(key)
+    settle(page, "img", image, old_image, shots, f"{name}-image")
+    settle(page, "audio", audio, old_audio, shots, f"{name}-audio")
+    return float(handle.get_attribute("aria-valuenow"))
+
+
 def test_views_respond_to_the_keyboard_in_chromium(views_app, browser):
     run, cache, shots = views_app["run"], views_app["cache"], views_app["root"]
     page = browser.new_page(viewport={"width": 1300, "height": 1600})
@@ -107,16 +120,9 @@ def test_views_respond_to_the_keyboard_in_chromium(views_app, browser):
                            "document.querySelectorAll('audio[src]').length == 4", timeout=120_000)
     page.screenshot(path=str(shots / "0-loaded.png"), full_page=True)
     assert readout(page, 0)["clip"] == cache.names[cache.indices("test")[0]]
-    image0, recon0 = page.locator("img").nth(0).get_attribute("src"), page.locator("audio").nth(2).get_attribute("src")
 
-    # compare view: three steps right on the clip slider
-    handle = page.locator(".noUi-handle").nth(0)
-    handle.focus()
-    for _ in range(3):
-        handle.press("ArrowRight")
-    settle(page, "img", 0, image0, shots, "1-compare-moved")
-    settle(page, "audio", 2, recon0, shots, "1-compare-audio")
-    assert handle.get_attribute("aria-valuenow") == "3.0"
+    # compare view: three steps right on the clip slider (image 0, reconstruction audio 2)
+    assert press_slider(page, 0, "ArrowRight", 3, image=0, audio=2, shots=shots, name="1-compare") == 3.0
     test = cache.indices("test")
     first_recording = sorted(set(cache.recordings[test]))[0]
     chosen = test[cache.recordings[test] == first_recording][3]
@@ -127,13 +133,6 @@ def test_views_respond_to_the_keyboard_in_chromium(views_app, browser):
     assert float(shown["l1"]) == pytest.approx(expected, abs=2e-4)
     assert re.search(rf"{cache.names[chosen]}</b>: L1 {float(shown['l1']):.4f}", page.content())
 
-    # interpolation view: alpha from 0.50 down to 0.30 with the keyboard
-    image1, mix0 = page.locator("img").nth(1).get_attribute("src"), page.locator("audio").nth(3).get_attribute("src")
-    alpha = page.locator(".noUi-handle").nth(1)
-    alpha.focus()
-    for _ in range(4):
-        alpha.press("ArrowLeft")
-    settle(page, "img", 1, image1, shots, "2-interpolate-moved")
-    settle(page, "audio", 3, mix0, shots, "2-interpolate-audio")
-    assert float(alpha.get_attribute("aria-valuenow")) == pytest.approx(0.30)
-    assert readout(page, 1)["alpha"] == "0.30"
+    # interpolation view: alpha from 0.50 down to 0.30 (image 1, the mix's audio 3)
+    alpha = press_slider(page, 1, "ArrowLeft", 4, image=1, audio=3, shots=shots, name="2-interpolate")
+    assert alpha == pytest.approx(0.30) and readout(page, 1)["alpha"] == "0.30"
