@@ -56,10 +56,8 @@ def reconstruct_all(run: Run, x_db: np.ndarray, batch: int = 256) -> np.ndarray:
         if len(x_db) else x_db.copy()
 
 
-def score(run: Run, baselines: Baselines, x_db: np.ndarray, recordings: np.ndarray, name: str = "beetnet") -> dict:
-    """Metrics for the model and every baseline on these clips, overall and per recording."""
-    preds = {name: reconstruct_all(run, x_db)} | baselines.predict(x_db)
-    std = run.stats["std"]
+def score(preds: dict[str, np.ndarray], x_db: np.ndarray, recordings: np.ndarray, std: float) -> dict:
+    """Metrics of every prediction of these clips, overall and per recording."""
     out = {"clips": len(x_db), "recordings": len(set(recordings)),
            "models": {m: metrics(p, x_db, std) for m, p in preds.items()}, "per_recording": {}}
     for rec in sorted(set(recordings)):
@@ -90,16 +88,8 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
     if other is not None:
         report["other_clips"] = other.meta["clips_dir"]
     for split, (x, recordings) in sets.items():
-        for i, (name, run) in enumerate(runs.items()):
-            scored = score(run, baselines, x, recordings, name=name)
-            if i == 0:
-                report["splits"][split] = scored
-            else:  # baselines once, runs beside them
-                report["splits"][split]["models"] = {name: scored["models"][name]} | report["splits"][split]["models"]
-                for rec, row in scored["per_recording"].items():
-                    report["splits"][split]["per_recording"][rec][name] = row[name]
-        models = report["splits"][split]["models"]
-        report["splits"][split]["models"] = {m: models[m] for m in list(runs) + [m for m in models if m not in runs]}
+        preds = {name: reconstruct_all(run, x) for name, run in runs.items()} | baselines.predict(x)
+        report["splits"][split] = score(preds, x, recordings, first.stats["std"])
     return report
 
 

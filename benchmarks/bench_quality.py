@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from beetnet_utils import build_cache, get_config, load_run, train  # noqa: E402
 from beetnet_utils.config import with_preset  # noqa: E402
-from beetnet_utils.evaluate import Baselines, score  # noqa: E402
+from beetnet_utils.evaluate import Baselines, reconstruct_all, score  # noqa: E402
 
 
 def main() -> None:
@@ -73,7 +73,7 @@ def main() -> None:
         t0 = time.perf_counter()
         for name, (x, recs) in data.items():
             results.setdefault(name, {})
-            scored = score(run, baselines, x, recs, name=preset)
+            scored = score({preset: reconstruct_all(run, x)} | baselines.predict(x), x, recs, run.stats["std"])
             results[name].update(scored["models"])
         timing[preset]["eval_s"] = time.perf_counter() - t0
         print(f"{preset}: {len(history)} epochs in {timing[preset]['minutes']:.1f} min, "

@@ -77,6 +77,9 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
     assert sum(r["clips"] for r in per.values()) == test["clips"] == len(x)
     table = markdown_table(report)
     assert "| beetnet |" in table and "| global_mean |" in table and f"{test['models']['beetnet']['l1_std']:.4f}" in table
+    two = evaluate({"a": run, "b": run}, mid_cache, splits=("test",))
+    assert list(two["splits"]["test"]["models"])[:3] == ["a", "b", "global_mean"]
+    assert two["splits"]["test"]["models"]["b"] == test["models"]["beetnet"]
     save_report(report, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
 
