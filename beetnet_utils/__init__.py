@@ -1,29 +1,33 @@
 """BeetNet: a GRU autoencoder for mel spectrograms of Beethoven's piano music.
 
-The notebooks call these; everything else is an implementation detail.
+A notebook needs one call, `bn.start()`, and then the session's steps:
+`download`, `cache`, `train`, `evaluate`. After training, `bn.load_run(folder)` gives a
+model that encodes and decodes spectrograms in dB. docs/ARCHITECTURE.md maps the modules.
 """
 from .audio import mel_to_audio, save_wav
-from .config import PRESETS, PROFILES, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig, get_config, with_preset
+from .config import DEFAULT_PRESET, PRESETS, PROFILES, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig, get_config, with_preset
 from .data import ClipFolder, download, list_clips
 from .evaluate import evaluate, markdown_table, save_report
 from .features import MelCache, build_cache, load_cache, mel_db
 from .generate import LatentGaussian, interpolate
 from .model import build_model
+from .run import Run, load_run, run_summary
 from .runtime import Environment, Paths, detect, paths
+from .session import Session, start
 from .storage import BeetNetError
-from .train import Run, load_run, run_summary, train
+from .train import train
 
 from . import audio, features, generate, model, plots, runtime, widgets  # noqa: E402  (modules the notebooks use)
 
 __all__ = [
-    "PRESETS", "PROFILES", "Config", "DataConfig", "FeatureConfig", "ModelConfig", "TrainConfig", "get_config",
-    "with_preset",
+    "DEFAULT_PRESET", "PRESETS", "PROFILES", "Config", "DataConfig", "FeatureConfig", "ModelConfig", "TrainConfig",
+    "get_config", "with_preset",
     "ClipFolder", "download", "list_clips",
     "MelCache", "build_cache", "load_cache", "mel_db",
     "build_model", "train", "load_run", "run_summary", "Run",
     "evaluate", "markdown_table", "save_report",
     "mel_to_audio", "save_wav", "interpolate", "LatentGaussian",
-    "Environment", "Paths", "detect", "paths",
+    "Environment", "Paths", "detect", "paths", "Session", "start",
     "BeetNetError",
     "audio", "features", "generate", "model", "plots", "runtime", "widgets",
 ]

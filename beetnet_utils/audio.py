@@ -16,6 +16,7 @@ import torch
 import torchaudio
 
 from .config import FeatureConfig
+from .features import load_clip
 
 
 @functools.lru_cache(maxsize=4)
@@ -57,8 +58,6 @@ def save_wav(wav: np.ndarray, path: Path, sample_rate: int) -> Path:
 
 def listen(run, cache, index: int, n_iter: int = 32) -> dict[str, np.ndarray]:
     """The three sounds of one cached clip: the file itself, its own mel inverted, the model's."""
-    from .features import load_clip
-
     f = cache.features
     mel = cache.mels[index].astype(np.float32)
     wav, _, _ = load_clip(Path(cache.meta["clips_dir"]) / cache.names[index], f)

@@ -1,42 +1,39 @@
-"""`python -m beetnet_utils {download,cache,train,evaluate}`: the notebooks' steps from a shell."""
+"""`python -m beetnet_utils {download,cache,train,evaluate,demo}`: the notebooks' steps from a shell.
+
+Each verb calls the same `Session` step as the notebook cell, on the folders its arguments name.
+"""
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
-from .config import PROFILES, get_config
+from .config import AMP_MODES, DEFAULT_PRESET, PRESETS, PROFILES
+from .data import SOURCES
+from .evaluate import markdown_table
+from .features import SPLITS
+from .pipeline import demo
+from .run import load_run
+from .runtime import DEVICES
+from .session import for_folders
 from .storage import BeetNetError
 
 
 def _download(args: argparse.Namespace) -> None:
-    from .data import download
-
-    cfg = get_config(args.profile)
-    print(download(args.source, args.out, cfg, audio_dir=args.audio_dir).summary())
+    session = for_folders(args.profile, clips=args.out)
+    print(session.download(args.source, args.audio_dir).summary())
 
 
 def _cache(args: argparse.Namespace) -> None:
-    import json
-
-    from .features import build_cache
-
-    cfg = get_config(args.profile)
-    cache = build_cache(args.clips, args.out, cfg.features, cfg.data)
-    print(json.dumps(cache.summary(), indent=2))
+    session = for_folders(args.profile, clips=args.clips, cache=args.out)
+    print(json.dumps(session.cache().summary(), indent=2))
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .features import load_cache
-    from .train import train
-
-    from .config import with_preset
-
-    cfg = with_preset(get_config(args.profile), args.preset)
-    overrides = {k: v for k, v in {"epochs": args.epochs, "batch_size": args.batch_size,
-                                   "minutes": args.minutes, "amp": args.amp}.items() if v is not None}
-    cfg = cfg.replace(train=overrides)
-    history = train(load_cache(args.cache), args.run, cfg, device=args.device)
+    session = for_folders(args.profile, cache=args.cache)
+    history = session.train(args.preset, args.run, device=args.device, epochs=args.epochs,
+                            batch_size=args.batch_size, minutes=args.minutes, amp=args.amp)
     if history:
         best = min(history, key=lambda h: h["val_l1"])
         print(f"best val L1 {best['val_l1']:.4f} ({best['val_l1_db']:.2f} dB) at epoch {best['epoch']}; "
@@ -44,17 +41,16 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import evaluate_cli, markdown_table
-
-    report = evaluate_cli(args.run, args.cache, args.clips, args.split, args.json, device=args.device)
+    session = for_folders(args.profile, cache=args.cache)
+    runs = {"beetnet": load_run(args.run, device=args.device)}
+    report = session.evaluate(runs, args.clips, (args.split,) if args.split else ("val", "test"),
+                              report=args.json, save=args.json is not None)
     print(markdown_table(report))
     if args.json:
         print(f"report written to {args.json}")
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .pipeline import demo
-
     demo(args.out, args.profile or "demo")
 
 
@@ -70,30 +66,33 @@ def parser() -> argparse.ArgumentParser:
         return sp
 
     d = add("download", "Fetch or build the folder of 2 s clips.", _download)
-    d.add_argument("--source", choices=["kaggle", "musicnet", "folder", "demo"], required=True)
+    d.add_argument("--source", choices=SOURCES, required=True)
     d.add_argument("--audio-dir", type=Path, help="your recordings, for --source folder")
     d.add_argument("--out", type=Path, required=True, help="clip folder to create")
 
     c = add("cache", "Turn a clip folder into the mel cache (reused when nothing changed).", _cache)
     c.add_argument("--clips", type=Path, required=True)
     c.add_argument("--out", type=Path, required=True)
+
     t = add("train", "Train the autoencoder, or resume the run in --run where it stopped.", _train)
     t.add_argument("--cache", type=Path, required=True)
     t.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and history")
-    t.add_argument("--preset", choices=["seed", "best"], default="seed",
-                   help="seed: the specification's model; best: PCA-initialised linear path + GRU correction")
+    t.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
+                   help="original: the specification's model; best: PCA-initialised linear path + GRU correction")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
-    t.add_argument("--device", choices=["cpu", "cuda"], help="default: CUDA when present")
+    t.add_argument("--device", choices=DEVICES, help="default: CUDA when present")
     t.add_argument("--minutes", type=float, help="stop cleanly after the epoch that crosses this budget")
-    t.add_argument("--amp", choices=["auto", "on", "off"], help="mixed precision (auto: on CUDA only)")
+    t.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: on CUDA only)")
+
     e = add("evaluate", "Score a run and the baselines on held-out recordings (or another clip folder).", _evaluate)
     e.add_argument("--run", type=Path, required=True)
     e.add_argument("--cache", type=Path, required=True, help="the cache the run was trained on (baselines fit its train split)")
     e.add_argument("--clips", type=Path, help="another folder of clips, never seen: all of it is scored")
-    e.add_argument("--split", choices=["train", "val", "test"], help="one split (default: val and test)")
+    e.add_argument("--split", choices=SPLITS, help="one split (default: val and test)")
     e.add_argument("--json", type=Path, help="write the report here")
-    e.add_argument("--device", choices=["cpu", "cuda"])
+    e.add_argument("--device", choices=DEVICES)
+
     m = add("demo", "Run the four notebooks headless (what `make demo` does); keeps executed copies and figures.", _demo)
     m.add_argument("--out", type=Path, default=Path("runs/demo"))
     return p
@@ -103,7 +102,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         args.fn(args)
-    except (BeetNetError, ValueError, RuntimeError) as exc:
+    except (BeetNetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: every file BeetNet had finished writing is intact; run the same command to continue",
+              file=sys.stderr)
+        return 130
     return 0

@@ -8,11 +8,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
 PROFILE_ENV = "BEETNET_PROFILE"
+AMP_MODES = ("auto", "on", "off")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,15 @@ class FeatureConfig:
     def n_frames(self) -> int:
         return self.clip_samples // self.hop_length + 1  # torch.stft with center=True
 
+    @property
+    def shape(self) -> tuple[int, int]:
+        """One clip's spectrogram: (n_mels, n_frames), 96 x 63 for the original."""
+        return self.n_mels, self.n_frames
+
+    @property
+    def db_range(self) -> tuple[float, float]:
+        return self.db_min, self.db_max
+
 
 @dataclass(frozen=True)
 class DataConfig:
@@ -57,11 +69,11 @@ class DataConfig:
 class ModelConfig:
     """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional).
 
-    `preset` picks the architecture: `seed` is the specification; `best` adds a PCA-initialised
+    `preset` picks the architecture: `original` is the specification; `best` adds a PCA-initialised
     linear path beside a GRU correction (see model.py). `dropout` and `refine_steps` apply to `best`.
     """
 
-    preset: str = "seed"
+    preset: str = "original"
     proj_dim: int = 256
     latent_dim: int = 256
     dec_hidden: int = 256
@@ -82,13 +94,26 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     grad_clip: float = 1.0
     seed: int = 0
-    amp: str = "auto"  # auto: float16 autocast + GradScaler on CUDA only; on: also bfloat16 on the CPU; off
+    amp: str = "auto"  # one of AMP_MODES. auto: float16 autocast + GradScaler on CUDA only; on: also bfloat16 on the CPU
     minutes: float | None = None  # stop cleanly after the epoch that crosses this budget
     weight_decay: float = 0.0  # AdamW decay on the non-linear correction (best)
     linear_lr_scale: float = 1.0  # best: the PCA-initialised linear path learns this much slower
     clamp_loss: bool = False  # best: score the output clamped to the dB range, as the metric does
     shift_frames: int = 0  # augmentation: move each batch by a random whole number of frames in ±this
     schedule: str = "constant"  # or "cosine": anneal over the epochs or the minutes, whichever ends first
+    lr_floor: float = 0.02  # cosine: the learning rate ends at this fraction of its start
+
+    def __post_init__(self) -> None:
+        """Refuse settings that would train nothing or forever, with a message that names the option."""
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"batch size and epochs must be at least 1 (got {self.batch_size} and {self.epochs})")
+        if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
+            raise ValueError(f"minutes must be a positive number of minutes (got {self.minutes})")
+        if not self.lr > 0 or self.shift_frames < 0:
+            raise ValueError(f"lr must be positive and shift_frames not negative (got {self.lr}, {self.shift_frames})")
+        if self.amp not in AMP_MODES or self.schedule not in SCHEDULES:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)} and schedule one of {', '.join(SCHEDULES)} "
+                             f"(got {self.amp!r}, {self.schedule!r})")
 
 
 @dataclass(frozen=True)
@@ -143,7 +168,7 @@ def stable_hash(obj: Any) -> str:
 
 
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "seed": {"model": {"preset": "seed"}, "train": {}},
+    "original": {"model": {"preset": "original"}, "train": {}},
     "best": {"model": {"preset": "best", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2,
                        "refine_steps": 30, "refine_lr": 0.1, "pca_shifts": (3, 6)},
              "train": {"weight_decay": 0.05, "schedule": "cosine", "linear_lr_scale": 0.1, "clamp_loss": True,
@@ -151,8 +176,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 }
 
 
+DEFAULT_PRESET = "best"  # what the notebooks and the CLI train unless told otherwise
+
+
 def with_preset(cfg: Config, preset: str) -> Config:
-    """`cfg` with a model preset's settings: `seed` (the specification) or `best` (ours)."""
+    """`cfg` with a model preset's settings: `original` (the specification) or `best` (ours)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     return cfg.replace(**PRESETS[preset])

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
+import torch
+import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
 from . import synth
@@ -37,15 +39,17 @@ class ClipFolder:
     clips: int
     recordings: dict[str, int]  # recording id -> clip count
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> input files passed over
+    clip_seconds: float = FeatureConfig.clip_seconds
 
     @property
     def hours(self) -> float:
-        return self.clips * 2.0 / 3600
+        return self.clips * self.clip_seconds / 3600
 
     def markdown(self) -> str:
-        rows = [f"| {rec} | {n} | {n * 2 / 60:.1f} |" for rec, n in self.recordings.items()]
+        minutes = lambda n: f"{n * self.clip_seconds / 60:.1f}"  # noqa: E731
+        rows = [f"| {rec} | {n} | {minutes(n)} |" for rec, n in self.recordings.items()]
         return "\n".join(["| recording | clips | minutes |", "|---|---:|---:|", *rows,
-                          f"| **all {len(self.recordings)}** | **{self.clips}** | **{self.clips * 2 / 60:.1f}** |"])
+                          f"| **all {len(self.recordings)}** | **{self.clips}** | **{minutes(self.clips)}** |"])
 
     def summary(self) -> str:
         skips = ", ".join(f"{n} {r}" for r, n in self.skipped.items()) or "none"
@@ -80,9 +84,6 @@ def segment(audio: np.ndarray, sr: int, features: FeatureConfig) -> list[np.ndar
     if audio.ndim == 2:
         audio = audio.mean(axis=1)
     if sr != features.sample_rate:
-        import torch
-        import torchaudio.functional as AF
-
         audio = AF.resample(torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)), sr,
                             features.sample_rate).numpy()
     n = features.clip_samples

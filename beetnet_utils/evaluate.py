@@ -16,10 +16,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .features import MelCache, build_cache, load_cache
+from .features import MelCache, build_cache
 from .pca import PCA
+from .run import Run
 from .storage import BeetNetError, atomic_write
-from .train import Run, load_run
 
 REPORT_VERSION = 2
 
@@ -116,15 +116,9 @@ def save_report(report: dict, path: Path) -> Path:
     return atomic_write(Path(path), lambda p: p.write_text(json.dumps(report, indent=2)))
 
 
-def evaluate_cli(run_dir: Path, cache_dir: Path, clips: Path | None, split: str | None, json_out: Path | None,
-                 device: str | None = None) -> dict:
-    run, cache = load_run(run_dir, device=device), load_cache(cache_dir)
-    other = None
-    if clips is not None:
-        other_dir = Path(cache_dir).parent / f"eval_{Path(clips).name}"
-        f, d = cache.features, run.config.data
-        other = build_cache(clips, other_dir, f, d, split=False)
-    report = evaluate(run, cache, (split,) if split else ("val", "test"), other)
-    if json_out:
-        save_report(report, json_out)
-    return report
+def evaluate_clips(runs: Run | dict[str, Run], cache: MelCache, clips: Path, eval_cache: Path) -> dict:
+    """Every clip of another folder (never seen), cached at `eval_cache` with the runs' own features;
+    the baselines stay fitted on `cache`'s train split and the scores use the runs' statistics."""
+    first = runs if isinstance(runs, Run) else next(iter(runs.values()))
+    other = build_cache(clips, eval_cache, cache.features, first.config.data, split=False)
+    return evaluate(runs, cache, other=other)

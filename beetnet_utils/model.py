@@ -3,17 +3,41 @@
 Encoder: Linear(n_mels -> proj) per frame, a GRU stack, z = its final hidden state
 (both directions merged by a Linear when bidirectional). Decoder: Linear(z -> hidden),
 repeated for every frame, a GRU stack, Linear(hidden -> n_mels) per frame.
+
+Every model says what training needs through two methods (as nanoGPT's model owns
+`configure_optimizers`): its optimizer, and whether it starts from the data.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from .config import Config, ModelConfig
+from .config import Config, ModelConfig, TrainConfig
+from .pca import PCA
 
 
-class GRUAutoencoder(nn.Module):
-    def __init__(self, cfg: ModelConfig, n_mels: int = 96, n_frames: int = 63):
+class Autoencoder(nn.Module):
+    """What every preset is: encode (batch, n_mels, frames) -> (batch, latent), decode back, standardised."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x))
+
+    def configure_optimizers(self, tc: TrainConfig) -> torch.optim.Optimizer:
+        """Adam with the original's settings."""
+        return torch.optim.Adam(self.parameters(), lr=tc.lr, betas=tc.betas)
+
+    def init_from_data(self, x_train: torch.Tensor) -> None:
+        """Called once before the first epoch with the standardised train split; most models start random."""
+
+
+class GRUAutoencoder(Autoencoder):
+    def __init__(self, cfg: ModelConfig, n_mels: int, n_frames: int):
         super().__init__()
         self.n_frames = n_frames
         self.bidirectional = cfg.bidirectional
@@ -38,11 +62,8 @@ class GRUAutoencoder(nn.Module):
         y, _ = self.decoder(steps)
         return self.out(y).transpose(1, 2)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
-
-class PCAGRUAutoencoder(nn.Module):
+class PCAGRUAutoencoder(Autoencoder):
     """`best`: a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
 
     With ~45 training recordings the limit is generalisation, not capacity: models trained from
@@ -53,7 +74,7 @@ class PCAGRUAutoencoder(nn.Module):
     Linear(z) repeated over time plus a learned time-position input into a GRU for the correction.
     """
 
-    def __init__(self, cfg: ModelConfig, n_mels: int = 96, n_frames: int = 63):
+    def __init__(self, cfg: ModelConfig, n_mels: int, n_frames: int):
         super().__init__()
         self.n_mels, self.n_frames = n_mels, n_frames
         self.pca_shifts = cfg.pca_shifts
@@ -76,8 +97,6 @@ class PCAGRUAutoencoder(nn.Module):
         Clips are cut at arbitrary moments, so a basis that has seen onsets a few frames earlier or
         later generalises better to new recordings (measured: see benchmarks/bench_quality.py).
         """
-        from .pca import PCA
-
         pca = PCA.fit(x_train.float().cpu().numpy(), self.encoder.out_features, shifts=self.pca_shifts)
         comps = torch.as_tensor(pca.components, dtype=torch.float32)
         mean = torch.as_tensor(pca.mean, dtype=torch.float32)
@@ -93,6 +112,20 @@ class PCAGRUAutoencoder(nn.Module):
     def correction_parameters(self) -> list[nn.Parameter]:
         return [*self.expand.parameters(), self.position, *self.gru.parameters(), *self.out.parameters()]
 
+    def configure_optimizers(self, tc: TrainConfig) -> torch.optim.Optimizer:
+        """AdamW: the PCA path learns `linear_lr_scale` slower, with no decay; the correction is held back by decay.
+
+        Each group keeps its `base_lr`, which the learning-rate schedule scales.
+        """
+        correction = self.correction_parameters()
+        ids = {id(p) for p in correction}
+        linear = [p for p in self.parameters() if id(p) not in ids]
+        lr_linear = tc.lr * tc.linear_lr_scale
+        return torch.optim.AdamW([
+            {"params": linear, "weight_decay": 0.0, "lr": lr_linear, "base_lr": lr_linear},
+            {"params": correction, "weight_decay": tc.weight_decay, "lr": tc.lr, "base_lr": tc.lr},
+        ], lr=tc.lr, betas=tc.betas)
+
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))
 
@@ -101,9 +134,6 @@ class PCAGRUAutoencoder(nn.Module):
         steps = self.drop(self.expand(z)).unsqueeze(1) + self.position
         y, _ = self.gru(steps)
         return linear + self.out(self.drop(y)).transpose(1, 2)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 def refine(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tuple[float, float]) -> torch.Tensor:
@@ -136,14 +166,14 @@ def refine(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tup
     return best_z
 
 
-ARCHITECTURES = {"seed": GRUAutoencoder, "best": PCAGRUAutoencoder}
+ARCHITECTURES: dict[str, type[Autoencoder]] = {"original": GRUAutoencoder, "best": PCAGRUAutoencoder}
 
 
-def build_model(cfg: Config) -> nn.Module:
-    """The model a config describes: preset `seed` (the specification) or `best` (ours)."""
+def build_model(cfg: Config) -> Autoencoder:
+    """The model a config describes: preset `original` (the specification) or `best` (ours)."""
     if cfg.model.preset not in ARCHITECTURES:
         raise ValueError(f"unknown model preset {cfg.model.preset!r}: choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[cfg.model.preset](cfg.model, cfg.features.n_mels, cfg.features.n_frames)
+    return ARCHITECTURES[cfg.model.preset](cfg.model, *cfg.features.shape)
 
 
 def count_parameters(model: nn.Module) -> int:

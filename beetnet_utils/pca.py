@@ -7,17 +7,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-
-def shift_time(x: torch.Tensor, k: int) -> torch.Tensor:
-    """Spectrograms (…, n_mels, frames) moved k frames later (k < 0: earlier); the edge frame is repeated."""
-    if k == 0:
-        return x
-    y = torch.roll(x, k, dims=-1)
-    if k > 0:
-        y[..., :k] = x[..., :1]
-    else:
-        y[..., k:] = x[..., -1:]
-    return y
+from .augment import shift_time
 
 
 @dataclass

@@ -1,7 +1,10 @@
 """`make demo`: execute the four notebooks headless, keep the executed copies and their figures.
 
 The committed notebooks are never touched: executed copies go to OUT/notebooks, every image
-they show to OUT/figures, and data, cache and runs to OUT (BEETNET_HOME).
+they show to OUT/figures, and data, cache and runs to OUT. Each notebook's choices (profile,
+home folder, preset) reach it through its own kernel's environment only; this process's
+environment is left as it was. What the notebooks print (the epoch lines of training, say)
+is streamed to the terminal as it happens.
 """
 from __future__ import annotations
 
@@ -9,54 +12,84 @@ import base64
 import json
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-# (notebook, extra environment, name of the executed copy): 03 runs once per model preset
-STEPS = (("01_download", {}, "01_download"), ("02_preprocess_cache", {}, "02_preprocess_cache"),
-         ("03_train_gpu", {"BEETNET_PRESET": "seed"}, "03_train_gpu-seed"),
-         ("03_train_gpu", {"BEETNET_PRESET": "best"}, "03_train_gpu-best"), ("04_evaluate", {}, "04_evaluate"))
+import nbformat
+from nbclient import NotebookClient
+
+from .evaluate import markdown_table
+
 REPO = Path(__file__).resolve().parents[1]
 
 
-def run_notebooks(out: Path, profile: str = "demo", notebooks_dir: Path = REPO / "notebooks") -> Path:
-    """Run the notebooks in order with BEETNET_PROFILE and BEETNET_HOME set; returns the report path."""
-    import nbformat
-    from nbclient import NotebookClient
+@dataclass(frozen=True)
+class Step:
+    notebook: str
+    name: str  # of the executed copy
+    env: dict[str, str] = field(default_factory=dict)
 
+
+# 03 runs once per model preset; 04 then compares both.
+STEPS = (Step("01_download", "01_download"), Step("02_preprocess_cache", "02_preprocess_cache"),
+         Step("03_train_gpu", "03_train_gpu-original", {"BEETNET_PRESET": "original"}),
+         Step("03_train_gpu", "03_train_gpu-best", {"BEETNET_PRESET": "best"}), Step("04_evaluate", "04_evaluate"))
+
+
+class EchoingClient(NotebookClient):
+    """A notebook client that also prints each cell's text output to the terminal as it arrives."""
+
+    def __init__(self, nb, prefix: str, **kw):
+        super().__init__(nb, **kw)
+        self.prefix = prefix
+
+    def output(self, outs, msg, display_id, cell_index):
+        if msg["msg_type"] == "stream":
+            for line in msg["content"]["text"].splitlines():
+                if line.strip():
+                    print(f"[{self.prefix}] {line}", flush=True)
+        return super().output(outs, msg, display_id, cell_index)
+
+
+def save_figures(nb, folder: Path, name: str) -> None:
+    for i, cell in enumerate(nb.cells):
+        for j, output in enumerate(cell.get("outputs", [])):
+            png = output.get("data", {}).get("image/png")
+            if png:
+                (folder / f"{name}_cell{i:02d}_{j}.png").write_bytes(base64.b64decode(png))
+
+
+def run_notebook(notebook: Path, executed: Path, env: dict[str, str], name: str, figures: Path | None = None) -> None:
+    """Execute one notebook in a fresh kernel whose environment is `env`; save the executed copy."""
+    nb = nbformat.read(notebook, as_version=4)
+    client = EchoingClient(nb, name, timeout=None, kernel_name="python3",
+                           resources={"metadata": {"path": str(notebook.parent)}})
+    t0 = time.perf_counter()
+    try:
+        client.execute(env=env)
+    finally:
+        executed.parent.mkdir(parents=True, exist_ok=True)
+        nbformat.write(nb, executed)
+        if figures is not None:
+            figures.mkdir(parents=True, exist_ok=True)
+            save_figures(nb, figures, name)
+    print(f"[{name}] finished in {time.perf_counter() - t0:.0f} s", flush=True)
+
+
+def run_notebooks(out: Path, profile: str = "demo", steps: tuple[Step, ...] = STEPS,
+                  notebooks_dir: Path = REPO / "notebooks", extra_env: dict[str, str] | None = None) -> Path:
+    """Run the notebooks in order, each with BEETNET_PROFILE and BEETNET_HOME in its kernel's environment."""
     out = Path(out).resolve()
-    (out / "notebooks").mkdir(parents=True, exist_ok=True)
-    (out / "figures").mkdir(parents=True, exist_ok=True)
-    os.environ["BEETNET_PROFILE"], os.environ["BEETNET_HOME"] = profile, str(out)  # the kernels inherit these
+    base = dict(os.environ) | {"BEETNET_PROFILE": profile, "BEETNET_HOME": str(out)}
     started = time.perf_counter()
-    for notebook, extra_env, name in STEPS:
-        os.environ.update(extra_env)
-        nb = nbformat.read(notebooks_dir / f"{notebook}.ipynb", as_version=4)
-        code = [i for i, c in enumerate(nb.cells) if c.cell_type == "code"]
-        t0 = time.perf_counter()
-
-        def progress(cell, cell_index, execute_reply, name=name, code=code, t0=t0):
-            print(f"[{name}] cell {code.index(cell_index) + 1}/{len(code)} done "
-                  f"({time.perf_counter() - t0:.0f} s)", flush=True)
-
-        client = NotebookClient(nb, timeout=None, kernel_name="python3",
-                                resources={"metadata": {"path": str(notebooks_dir)}}, on_cell_executed=progress)
-        try:
-            client.execute()
-        finally:
-            nbformat.write(nb, out / "notebooks" / f"{name}.ipynb")
-        for i, cell in enumerate(nb.cells):
-            for j, output in enumerate(cell.get("outputs", [])):
-                png = output.get("data", {}).get("image/png")
-                if png:
-                    (out / "figures" / f"{name}_cell{i:02d}_{j}.png").write_bytes(base64.b64decode(png))
-        print(f"[{name}] finished in {time.perf_counter() - t0:.0f} s", flush=True)
-    print(f"all four notebooks ran in {time.perf_counter() - started:.0f} s")
+    for step in steps:
+        run_notebook(notebooks_dir / f"{step.notebook}.ipynb", out / "notebooks" / f"{step.name}.ipynb",
+                     base | (extra_env or {}) | step.env, step.name, out / "figures")
+    print(f"all notebooks ran in {time.perf_counter() - started:.0f} s")
     return out / "runs" / "report.json"
 
 
 def demo(out: Path, profile: str = "demo") -> None:
-    from .evaluate import markdown_table
-
     out = Path(out).resolve()
     report_path = run_notebooks(out, profile)
     print()

@@ -1,8 +1,14 @@
 """Figures a person would rather look at than read. Each returns a matplotlib Figure."""
 from __future__ import annotations
 
+import io
+
 import matplotlib.pyplot as plt
 import numpy as np
+
+from .config import FeatureConfig
+
+DB_RANGE = FeatureConfig().db_range  # one colour scale for every spectrogram; pass another for other features
 
 
 def loss_curves(histories: dict[str, list[dict]]):
@@ -21,7 +27,7 @@ def loss_curves(histories: dict[str, list[dict]]):
     return fig
 
 
-def triptych(original_db: np.ndarray, recon_db: np.ndarray, title: str = "", db_range: tuple[float, float] = (-40, 60)):
+def triptych(original_db: np.ndarray, recon_db: np.ndarray, title: str = "", db_range: tuple[float, float] = DB_RANGE):
     """Original, reconstruction and |error|, all on one dB colour scale so their sizes compare."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.1), sharey=True, constrained_layout=True)
     panels = [("original", original_db), ("reconstruction", recon_db), ("|error|", np.abs(original_db - recon_db))]
@@ -36,7 +42,7 @@ def triptych(original_db: np.ndarray, recon_db: np.ndarray, title: str = "", db_
     return fig
 
 
-def spectrogram(mel_db: np.ndarray, title: str = "", db_range: tuple[float, float] = (-40, 60), ax=None):
+def spectrogram(mel_db: np.ndarray, title: str = "", db_range: tuple[float, float] = DB_RANGE, ax=None):
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 3))
     ax.imshow(np.asarray(mel_db), origin="lower", aspect="auto", cmap="magma", vmin=db_range[0], vmax=db_range[1])
     ax.set_title(title)
@@ -89,8 +95,6 @@ def latent_pca(z: np.ndarray, recordings: np.ndarray, title: str = "test latents
 
 
 def to_png(fig) -> bytes:
-    import io
-
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=80)
     plt.close(fig)
@@ -135,7 +139,7 @@ def clip_gallery(mels: list[np.ndarray], titles: list[str]):
     return fig
 
 
-def grid(rows: dict[str, list[np.ndarray]], titles: list[str] | None = None, db_range: tuple[float, float] = (-40, 60)):
+def grid(rows: dict[str, list[np.ndarray]], titles: list[str] | None = None, db_range: tuple[float, float] = DB_RANGE):
     """One row of spectrograms per name (for example, samples from each preset)."""
     n = max(len(v) for v in rows.values())
     fig, axes = plt.subplots(len(rows), n, figsize=(3.2 * n, 2.7 * len(rows)), squeeze=False, constrained_layout=True)

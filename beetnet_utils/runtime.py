@@ -1,7 +1,8 @@
 """The one place that knows the environment: Colab or not, which GPU, where files live.
 
-Nothing else in the package tests for Colab. Every function takes the environment as
-an argument so tests can pretend to be Colab without being there.
+Facts only: nothing here trains or evaluates. Nothing else in the package tests for Colab.
+Every function takes the environment as an argument so tests can pretend to be Colab
+without being there.
 """
 from __future__ import annotations
 
@@ -12,12 +13,13 @@ import tarfile
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Mapping
+from typing import Mapping
 
-if TYPE_CHECKING:
-    from .config import Config
-    from .features import MelCache
+import torch
 
+from .storage import BeetNetError
+
+DEVICES = ("cpu", "cuda")
 COLAB_CONTENT = Path("/content")
 DRIVE_MOUNT = COLAB_CONTENT / "drive"
 
@@ -58,17 +60,13 @@ def detect(environ: Mapping[str, str] | None = None, modules: Mapping | None = N
 
 
 def gpu_name() -> str | None:
-    import torch
-
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def device(prefer: str | None = None) -> "torch.device":
+def device(prefer: str | None = None) -> torch.device:
     """`prefer` ('cpu' or 'cuda') or the best available; asking for CUDA without one is an error."""
-    import torch
-
     if prefer == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
+        raise BeetNetError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
     return torch.device(prefer or ("cuda" if torch.cuda.is_available() else "cpu"))
 
 
@@ -128,73 +126,3 @@ def restore_cache(archive: Path, cache_dir: Path) -> bool:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return True
-
-
-@dataclass
-class Session:
-    """What a notebook needs to know: where it runs, where files live, which settings."""
-
-    env: Environment
-    paths: Paths
-    config: "Config"
-    preset: str = "best"  # the model preset notebook 03 trains (BEETNET_PRESET)
-
-    def describe(self) -> str:
-        p = self.paths
-        return "\n".join([
-            f"running on: {self.env.describe()}",
-            f"profile:    {self.config.profile} (source {self.config.data.source}, {self.config.train.epochs} epochs, "
-            f"model preset {self.preset})",
-            f"clips:      {p.clips}",
-            f"cache:      {p.cache}" + (f" (kept on Drive as {p.cache_archive})" if p.cache_archive else ""),
-            f"runs:       {p.runs}",
-        ])
-
-    def __repr__(self) -> str:
-        return self.describe()
-
-    def run_dir(self, preset: str | None = None) -> Path:
-        return self.paths.runs / f"{self.config.profile}-{preset or self.preset}"
-
-    def load_runs(self) -> dict:
-        """Every trained preset of this profile ({'seed': Run, 'best': Run}, those that exist)."""
-        from .train import load_run
-
-        found = {p: self.run_dir(p) for p in ("seed", "best") if (self.run_dir(p) / "best.pt").exists()}
-        if not found:
-            from .storage import BeetNetError
-
-            raise BeetNetError(f"no trained run under {self.paths.runs}: run notebook 03 first")
-        return {p: load_run(d) for p, d in found.items()}
-
-    def cache(self, clips: Path, progress: bool = True) -> "MelCache":
-        """Build or reuse the mel cache; in Colab also keep a one-file copy on Drive."""
-        from .features import build_cache
-
-        cache = build_cache(clips, self.paths.cache, self.config.features, self.config.data, progress=progress)
-        archive = self.paths.cache_archive
-        if archive and (not archive.exists() or archive.stat().st_mtime < (cache.path / "meta.json").stat().st_mtime):
-            print(f"copying the cache to Drive as one file: {archive}")
-            backup_cache(cache.path, archive)
-        return cache
-
-    def load_cache(self) -> "MelCache":
-        """The cache built by notebook 02, restored from Drive first if the VM lost it."""
-        from .features import load_cache
-
-        if self.paths.cache_archive and restore_cache(self.paths.cache_archive, self.paths.cache):
-            print(f"restored the cache from {self.paths.cache_archive}")
-        return load_cache(self.paths.cache)
-
-
-def start(profile: str | None = None, environ: Mapping[str, str] | None = None) -> Session:
-    """Detect the environment, mount Drive in Colab, pick the profile (Colab: full; elsewhere: demo)."""
-    from .config import PROFILE_ENV, get_config
-
-    environ = os.environ if environ is None else environ
-    env = detect(environ)
-    mount_drive(env)
-    cfg = get_config(profile or environ.get(PROFILE_ENV) or ("full" if env.in_colab else "demo"))
-    session = Session(env, paths(env), cfg, environ.get("BEETNET_PRESET", "best"))
-    print(session.describe())
-    return session

@@ -15,7 +15,7 @@ from .audio import mel_to_audio, wav_bytes
 from .evaluate import metrics
 from .features import MelCache, load_clip
 from .generate import interpolate
-from .train import Run
+from .run import Run
 
 
 def _player(label: str) -> tuple[W.Audio, W.VBox]:

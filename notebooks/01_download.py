@@ -28,28 +28,27 @@
 # | `kaggle` | downloads the original's clips (about 1 GB; the default in Colab) |
 # | `musicnet` | rebuilds them from MusicNet (10.8 GB) with consecutive, non-overlapping clips |
 # | `folder` | cuts your own recordings (wav, flac, ogg, mp3; any rate, any channels) |
-# | `demo` | synthesises 12 recordings of Beethoven themes on a modelled piano, offline (the default elsewhere) |
+# | `demo` | synthesises 16 recordings of Beethoven themes on a modelled piano, offline (the default elsewhere) |
 #
 # One thing to know about the original data: its clips were cut at *random* start times, so clips of one
 # recording overlap. Any honest evaluation must therefore split **by recording**, never by clip (notebook 02).
 
 # %%
-# Set-up. In Colab: fetch the code, install only what Colab lacks, mount Google Drive.
-# Locally (and in CI) the repository's .venv already has everything: nothing happens here.
-import os
-import sys
+# Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
+# in a checkout of the repository (locally, in CI) there is nothing to fetch.
+import os, subprocess, sys  # noqa: E401
 
-if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/beetnet_code"):
-        # !git clone -q https://github.com/beetnet/beetnet.git /content/beetnet_code
-    # %cd /content/beetnet_code
-    # !bash colab_setup.sh
-sys.path.insert(0, os.path.abspath("..") if os.path.isdir("../beetnet_utils") else os.getcwd())
+CODE_URL = os.environ.get("BEETNET_CODE_URL", "https://github.com/beetnet/beetnet.git")
+code = next((d for d in ("..", "beetnet") if os.path.isdir(f"{d}/beetnet_utils")), None)
+if code is None:
+    code = "beetnet"
+    subprocess.run(["git", "clone", "-q", CODE_URL, code], check=True)
+    subprocess.run(["bash", f"{code}/colab_setup.sh"], check=True)
+sys.path.insert(0, os.path.abspath(code))
+import beetnet_utils as bn  # noqa: E402
+from IPython.display import Audio, Markdown, display  # noqa: E402
 
-import beetnet_utils as bn
-from IPython.display import Audio, Markdown, display
-
-session = bn.runtime.start()  # where we run (warns when the GPU is not a T4), the profile, where files live
+session = bn.start()  # where we run (and which GPU), the profile, where files live
 
 # %% [markdown]
 # ## Fetch or build the clips
@@ -61,10 +60,13 @@ session = bn.runtime.start()  # where we run (warns when the GPU is not a T4), t
 SOURCE = session.config.data.source  # "kaggle", "musicnet", "folder" or "demo"
 AUDIO_DIR = None  # for SOURCE = "folder": the folder with your recordings
 
-clips = bn.download(SOURCE, session.paths.clips, session.config, audio_dir=AUDIO_DIR)
+clips = session.download(SOURCE, AUDIO_DIR)
 print(clips.summary())
 
 # %% [markdown]
+# Look at the end of that line: `skipped inputs: none` means every file became clips. Anything else is
+# counted by reason (unreadable, too short, ...) and left out, never fatal.
+#
 # ## How much music, from which recordings
 
 # %%
@@ -74,12 +76,15 @@ display(Markdown(clips.markdown()))
 # ## What a clip looks like and sounds like
 #
 # A mel spectrogram: time runs left to right (63 frames of 32 ms), pitch bottom to top (96 mel bins),
-# loudness is colour. Piano notes show as stacks of horizontal lines (a fundamental and its partials)
-# that start together at the hammer strike and fade.
+# loudness is colour.
 
 # %%
 names, mels, waves = bn.features.preview(clips.path, session.config.features, n=4)
 bn.plots.clip_gallery(mels, names);
+
+# %% [markdown]
+# Piano notes show as stacks of horizontal lines (a fundamental and its partials) that start together at
+# the hammer strike and fade; a vertical stripe is an attack. Listen to two of them:
 
 # %%
 for name, wave in zip(names[:2], waves):

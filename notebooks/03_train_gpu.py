@@ -16,24 +16,24 @@
 # %% [markdown]
 # # 03 · Train the GRU autoencoder
 #
-# Two model presets, one variable (\`PRESET\` below):
+# Two model presets, one variable (`PRESET` below):
 #
-# * **\`seed\`** is the specification, exactly, so the original can always be re-run.
-# * **\`best\`** is ours (the default). Measured on realistic piano recordings, the specification's
+# * **`original`** is the specification, exactly, so the original can always be re-run.
+# * **`best`** is ours (the default). Measured on realistic piano recordings, the specification's
 #   model is beaten by a plain linear method (PCA with 256 components) on recordings it never heard:
-#   with a few dozen training recordings the limit is *generalisation*, not capacity. So \`best\`
+#   with a few dozen training recordings the limit is *generalisation*, not capacity. So `best`
 #   starts from PCA and lets a GRU add only what helps: a **linear path initialised from PCA** of the
 #   training clips (learning at a tenth of the rate), beside a **GRU correction** that sees only z
 #   (Linear(z) repeated over time plus a learned time-position input, a GRU, a Linear whose weights
 #   start at zero), held back by **dropout and weight decay**, trained on the output clamped to the dB
-#   range as it is scored, with a **cosine learning-rate schedule**. At encode time each clip's z is
-#   **refined** by a few steps of L1 descent through the frozen decoder, starting from the linear
-#   projection and keeping the best code, so refinement never makes a clip worse. It is still one
-#   fixed 256-number latent per clip that a decoder turns into a spectrogram, so everything in
-#   notebook 04 (interpolation, sampling) works the same.
+#   range as it is scored, with a **cosine learning-rate schedule** and clips **shifted a few frames in
+#   time** (what made training add anything over PCA). At encode time each clip's z is **refined** by a
+#   few steps of L1 descent through the frozen decoder, starting from the linear projection and keeping
+#   the best code, so refinement never makes a clip worse. It is still one fixed 256-number latent per
+#   clip that a decoder turns into a spectrogram, so everything in notebook 04 works the same.
 #
-# The model reads a spectrogram as a sequence of 63 frames of 96 mel values. The **encoder** projects
-# each frame to 256 numbers (Linear 96 → 256) and runs a 2-layer GRU over the sequence; its final
+# The `original` model reads a spectrogram as a sequence of 63 frames of 96 mel values. The **encoder**
+# projects each frame to 256 numbers (Linear 96 → 256) and runs a 2-layer GRU over the sequence; its final
 # hidden state is the **latent vector z** (256 numbers; the specification's bidirectional GRU merges
 # both directions into 256 with a Linear layer). The **decoder** projects z (Linear 256 → 256),
 # repeats it for every frame, runs a 2-layer GRU and maps each step back to 96 mel values.
@@ -46,26 +46,24 @@
 #   gradient scaler) on the T4;
 # * a **validation** loss every epoch, on recordings the model does not train on;
 # * a checkpoint every epoch (on Google Drive in Colab), written atomically: **if Colab disconnects,
-#   run this notebook again and training continues where it stopped**;
+#   run this notebook again and training continues where it stopped**, exactly as if it had not;
 # * an optional time budget (`MINUTES`) that stops cleanly after the epoch that crosses it.
 
 # %%
-# Set-up. In Colab: fetch the code, install only what Colab lacks, mount Google Drive.
-# Locally (and in CI) the repository's .venv already has everything: nothing happens here.
-import os
-import sys
+# Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
+# in a checkout of the repository (locally, in CI) there is nothing to fetch.
+import os, subprocess, sys  # noqa: E401
 
-if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/beetnet_code"):
-        # !git clone -q https://github.com/beetnet/beetnet.git /content/beetnet_code
-    # %cd /content/beetnet_code
-    # !bash colab_setup.sh
-sys.path.insert(0, os.path.abspath("..") if os.path.isdir("../beetnet_utils") else os.getcwd())
+CODE_URL = os.environ.get("BEETNET_CODE_URL", "https://github.com/beetnet/beetnet.git")
+code = next((d for d in ("..", "beetnet") if os.path.isdir(f"{d}/beetnet_utils")), None)
+if code is None:
+    code = "beetnet"
+    subprocess.run(["git", "clone", "-q", CODE_URL, code], check=True)
+    subprocess.run(["bash", f"{code}/colab_setup.sh"], check=True)
+sys.path.insert(0, os.path.abspath(code))
+import beetnet_utils as bn  # noqa: E402
 
-import beetnet_utils as bn
-from IPython.display import Audio, Markdown, display
-
-session = bn.runtime.start()  # where we run (warns when the GPU is not a T4), the profile, where files live
+session = bn.start()  # where we run (and which GPU), the profile, where files live
 
 # %% [markdown]
 # ## Settings
@@ -73,36 +71,36 @@ session = bn.runtime.start()  # where we run (warns when the GPU is not a T4), t
 # The profile sets the defaults (`full`: the original's 50 epochs; `demo`: a few minutes on a laptop).
 
 # %%
-PRESET = session.preset  # "best" (ours) or "seed" (the specification, exactly)
+PRESET = session.preset  # "best" (ours) or "original" (the specification, exactly)
 EPOCHS = session.config.train.epochs
-MINUTES = None  # e.g. 60: stop after the epoch that crosses one hour, and resume later
-
-config = bn.with_preset(session.config, PRESET).replace(train={"epochs": EPOCHS, "minutes": MINUTES})
-run_dir = session.run_dir(PRESET)
-print(f"{bn.model.count_parameters(bn.build_model(config)):,} parameters; checkpoints in {run_dir}")
+MINUTES = session.minutes  # None, or e.g. 60: stop after the epoch that crosses one hour, resume later
 
 # %% [markdown]
 # ## Train (or resume)
+#
+# One line per epoch: train and validation L1, and `*best*` when validation improved (then `best.pt` is
+# written too).
 
 # %%
-cache = session.load_cache()
-history = bn.train(cache, run_dir, config)
+history = session.train(PRESET, epochs=EPOCHS, minutes=MINUTES)
 
 # %% [markdown]
 # ## Loss curves
-#
-# Train and validation L1 per epoch, in standardised units (multiply by the std of notebook 02 for dB).
-# A validation curve that rises while the train curve falls means the model memorises its training
-# recordings instead of learning piano sound in general.
 
 # %%
 bn.plots.loss_curves({PRESET: history});
 
 # %% [markdown]
-# ## Where the results are
+# Train (solid) and validation (dashed) L1 per epoch, in standardised units (times the std of notebook 02
+# gives dB). Both should fall. A validation curve that rises while the train curve falls means the model
+# memorises its training recordings instead of learning piano sound in general; `best.pt` keeps the epoch
+# with the lowest validation loss either way.
 #
-# `last.pt` resumes training (model, optimiser, scaler, epoch, random state, history, every setting,
-# the cache statistics); `best.pt` holds the weights with the lowest validation loss, for notebook 04.
+# ## Where the results are
 
 # %%
-print(bn.run_summary(run_dir))
+print(bn.run_summary(session.run_dir(PRESET)))
+
+# %% [markdown]
+# `last.pt` and `best.pt` are complete checkpoints (model, optimiser, scaler, epoch, random states,
+# history, every setting, the cache statistics): either resumes training. Notebook 04 uses `best.pt`.

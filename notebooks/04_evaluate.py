@@ -29,56 +29,73 @@
 # and in dB.
 
 # %%
-# Set-up. In Colab: fetch the code, install only what Colab lacks, mount Google Drive.
-# Locally (and in CI) the repository's .venv already has everything: nothing happens here.
-import os
-import sys
+# Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
+# in a checkout of the repository (locally, in CI) there is nothing to fetch.
+import os, subprocess, sys  # noqa: E401
 
-if "google.colab" in sys.modules:
-    if not os.path.isdir("/content/beetnet_code"):
-        # !git clone -q https://github.com/beetnet/beetnet.git /content/beetnet_code
-    # %cd /content/beetnet_code
-    # !bash colab_setup.sh
-sys.path.insert(0, os.path.abspath("..") if os.path.isdir("../beetnet_utils") else os.getcwd())
+CODE_URL = os.environ.get("BEETNET_CODE_URL", "https://github.com/beetnet/beetnet.git")
+code = next((d for d in ("..", "beetnet") if os.path.isdir(f"{d}/beetnet_utils")), None)
+if code is None:
+    code = "beetnet"
+    subprocess.run(["git", "clone", "-q", CODE_URL, code], check=True)
+    subprocess.run(["bash", f"{code}/colab_setup.sh"], check=True)
+sys.path.insert(0, os.path.abspath(code))
+import beetnet_utils as bn  # noqa: E402
+from IPython.display import Audio, Markdown, display  # noqa: E402
 
-import beetnet_utils as bn
-from IPython.display import Audio, Markdown, display
-
-session = bn.runtime.start()  # where we run (warns when the GPU is not a T4), the profile, where files live
+session = bn.start()  # where we run (and which GPU), the profile, where files live
 
 # %%
 cache = session.load_cache()
-runs = session.load_runs()  # every preset trained in notebook 03: {"seed": ..., "best": ...}
-run = runs["best"] if "best" in runs else runs["seed"]  # the one the widgets below use
+runs = session.load_runs()  # every preset trained in notebook 03: {"original": ..., "best": ...}
+run = runs.get(bn.DEFAULT_PRESET, next(iter(runs.values())))  # the one the widgets below use
 print(f"trained presets: {', '.join(runs)}; widgets use {run.path}")
 
 # %% [markdown]
 # ## The models against the baselines
 
 # %%
-report = bn.evaluate(runs, cache)
-bn.save_report(report, session.paths.runs / "report.json")
+report = session.evaluate(runs)
 display(Markdown(bn.markdown_table(report)))
+
+# %% [markdown]
+# Lower is better. `best` should sit below `pca_256` on both splits; if it does not, train longer
+# (notebook 03 resumes where it stopped). The specification's `original` model usually lands between
+# `global_mean` and `pca_256`: that gap is why `best` exists. The report is saved as `report.json`
+# beside the runs.
 
 # %%
 bn.plots.metrics_bars(report);
 
 # %% [markdown]
-# Training and validation loss of every preset, per epoch (standardised L1; lower is better).
+# The same table as bars, one group per split: the shorter the bar, the closer the reconstruction. Next,
+# how each preset got there: training and validation loss per epoch (standardised L1; lower is better).
 
 # %%
 bn.plots.loss_curves({name: r.history for name, r in runs.items()});
 
 # %% [markdown]
+# A preset whose dashed validation curve is still falling at the last epoch would gain from more
+# training; one whose validation curve turned up has begun to memorise its training recordings.
+#
 # ## One test clip, every preset
 
 # %%
 index = int(cache.indices("test")[len(cache.indices("test")) // 2])
 bn.plots.presets_side_by_side(runs, cache, index);
 
+# %% [markdown]
+# Each panel's title gives its L1 on this clip. Partials that stay sharp horizontal lines, and onsets
+# that stay vertical edges, are what the better preset keeps. Below, the chosen run's reconstruction and
+# its error, on one colour scale.
+
 # %%
 original = cache.mels[index].astype("float32")
 bn.plots.triptych(original, run.reconstruct(original).numpy(), f"{cache.names[index]}, {run.config.model.preset} preset");
+
+# %% [markdown]
+# Same colour scale in all three panels. Look at the note onsets (vertical edges) in the error panel:
+# that is where an L1-trained decoder blurs most.
 
 # %%
 for name, wave in bn.audio.listen_runs(runs, cache, index).items():
@@ -105,6 +122,10 @@ walk = bn.widgets.InterpolateView(run, cache)
 display(walk.widget)
 
 # %% [markdown]
+# At alpha 0 and 1 you see the two clips' own reconstructions; in between, a decoder that only ever saw
+# real clips' codes. A mix that fades one clip's notes out while the other's fade in means the latent
+# space is smooth.
+#
 # ## New spectrograms from the latent space
 #
 # A Gaussian fitted to the latent vectors of the training clips, sampled and decoded, for each preset.
@@ -112,6 +133,11 @@ display(walk.widget)
 # %%
 samples = bn.generate.samples(runs, cache.db("train"), n=4, seed=0)
 bn.plots.grid({name: list(s) for name, s in samples.items()}, [f"sample {i}" for i in range(4)]);
+
+# %% [markdown]
+# Compare them with the real clips of notebook 01: samples are smoother, with fewer sharp onsets and
+# clear partials. That is the decoder's blur (an L1 loss averages over what it cannot predict) plus a
+# prior that only knows the codes' mean and covariance.
 
 # %%
 for name, s in samples.items():
@@ -121,8 +147,11 @@ for name, s in samples.items():
 # ## The latent space
 #
 # The latent vectors of the held-out clips (validation and test recordings), projected on their first
-# two principal components, coloured by recording. Clips of one recording that cluster together mean the
-# latent vector captures something about the piece (key, register, texture).
+# two principal components, coloured by recording.
 
 # %%
 bn.plots.latent_map(run, cache);
+
+# %% [markdown]
+# Clips of one recording that cluster together mean the latent vector captures something about the
+# piece (key, register, texture); clusters that overlap mean the code describes sound more than piece.

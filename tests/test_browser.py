@@ -18,7 +18,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from beetnet_utils.train import load_run, train
+from beetnet_utils.run import load_run
+from beetnet_utils.train import train
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

@@ -1,9 +1,12 @@
+import argparse
 import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from beetnet_utils.cli import parser
 
 ROOT = Path(__file__).parents[1]
 
@@ -13,10 +16,26 @@ def cli(*args, **kw):
                           cwd=ROOT, **kw)
 
 
-@pytest.mark.parametrize("command, option", [("download", "--out"), ("cache", "--out"), ("train", "--minutes")])
-def test_every_command_has_help(command, option):
+def subcommands() -> dict[str, argparse.ArgumentParser]:
+    action = next(a for a in parser()._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+@pytest.mark.parametrize("command", sorted(subcommands()))
+def test_every_command_has_help_listing_all_its_options(command):
     r = cli(command, "--help")
-    assert r.returncode == 0 and option in r.stdout and "--profile" in r.stdout
+    assert r.returncode == 0 and "--profile" in r.stdout
+    options = [o for a in subcommands()[command]._actions for o in a.option_strings if o.startswith("--")]
+    assert options and all(o in r.stdout for o in options), options
+
+
+def test_choices_come_from_the_registries_that_define_them():
+    from beetnet_utils.config import AMP_MODES, PRESETS
+    from beetnet_utils.data import SOURCES
+
+    choices = {a.dest: a.choices for c in subcommands().values() for a in c._actions if a.choices}
+    assert list(choices["preset"]) == list(PRESETS) and list(choices["source"]) == list(SOURCES)
+    assert list(choices["amp"]) == list(AMP_MODES)
 
 
 def test_download_then_cache_on_smoke(tmp_path):
@@ -40,3 +59,11 @@ def test_user_errors_are_one_line_with_exit_code_2(tmp_path):
     assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and r.stderr.startswith("error: ")
     r = cli("download", "--source", "folder", "--out", tmp_path / "x")
     assert r.returncode == 2 and "--audio-dir" in r.stderr
+
+
+@pytest.mark.parametrize("option, value", [("--epochs", "0"), ("--epochs", "-5"), ("--batch-size", "0"),
+                                           ("--minutes", "-1"), ("--minutes", "nan")])
+def test_numeric_options_are_validated_before_anything_runs(tmp_path, option, value):
+    r = cli("train", "--cache", tmp_path / "no-cache", "--run", tmp_path / "run", option, value)
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+    assert option.strip("-").replace("-", " ") in r.stderr and not (tmp_path / "run").exists()

@@ -1,6 +1,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -46,7 +47,7 @@ def test_json_round_trip(name):
 def test_hash_is_stable_across_processes_and_sensitive_to_every_change():
     here = get_config("full").hash()
     there = subprocess.run([sys.executable, "-c", "from beetnet_utils import get_config; print(get_config('full').hash())"],
-                           capture_output=True, text=True, check=True).stdout.strip()
+                           capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]).stdout.strip()
     assert here == there
     c = get_config("full")
     assert c.replace(features={"n_mels": 64}).hash() != here

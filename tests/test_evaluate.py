@@ -14,7 +14,8 @@ from beetnet_utils import mel_db
 from beetnet_utils.audio import mel_to_audio, save_wav, wav_bytes
 from beetnet_utils.evaluate import PCA, Baselines, evaluate, markdown_table, metrics, save_report
 from beetnet_utils.generate import LatentGaussian, interpolate, slerp
-from beetnet_utils.train import load_run, train
+from beetnet_utils.run import load_run
+from beetnet_utils.train import train
 from beetnet_utils.widgets import CompareView, InterpolateView
 
 ROOT = Path(__file__).parents[1]
@@ -66,13 +67,23 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
     report = evaluate(run, mid_cache)
     assert set(report["splits"]) == {"val", "test"}
     test = report["splits"]["test"]
-    x = mid_cache.db("test")
-    recon = np.concatenate([run.reconstruct(x[i:i + 7]).numpy() for i in range(0, len(x), 7)])
-    assert test["models"]["beetnet"]["l1_db"] == pytest.approx(np.abs(recon - x).mean(), rel=1e-5)
-    assert test["models"]["beetnet"]["l1_std"] == pytest.approx(np.abs(recon - x).mean() / run.stats["std"], rel=1e-5)
-    pca = PCA.fit(mid_cache.db("train"), run.config.model.latent_dim)
-    assert test["models"][f"pca_{run.config.model.latent_dim}"]["l1_db"] == pytest.approx(
-        np.abs(pca.reconstruct(x).clip(-40, 60) - x).mean(), rel=1e-5)
+    x = mid_cache.db("test").astype(np.float64)
+    # the model, by hand: standardise, the raw network, back to dB, clamp (no Run, no reconstruct_all)
+    mean, std = run.stats["mean"], run.stats["std"]
+    with torch.no_grad():
+        raw = run.model(torch.as_tensor((x - mean) / std, dtype=torch.float32)).double().numpy()
+    recon = np.clip(raw * std + mean, -40, 60)
+    assert test["models"]["beetnet"]["l1_db"] == pytest.approx(np.abs(recon - x).mean(), rel=1e-4)
+    assert test["models"]["beetnet"]["l1_std"] == pytest.approx(np.abs(recon - x).mean() / std, rel=1e-4)
+    assert test["models"]["beetnet"]["rmse_db"] == pytest.approx(np.sqrt(np.square(recon - x).mean()), rel=1e-4)
+    # PCA by numpy's SVD of the train split (not the package's PCA class)
+    k = run.config.model.latent_dim
+    train_flat = mid_cache.db("train").reshape(len(mid_cache.indices("train")), -1).astype(np.float64)
+    centre = train_flat.mean(0)
+    basis = np.linalg.svd(train_flat - centre, full_matrices=False)[2][:k]
+    flat = x.reshape(len(x), -1)
+    pca = np.clip((flat - centre) @ basis.T @ basis + centre, -40, 60)
+    assert test["models"][f"pca_{k}"]["l1_db"] == pytest.approx(np.abs(pca - flat).mean(), rel=1e-4)
     per = test["per_recording"]
     assert sum(r["clips"] for r in per.values()) == test["clips"] == len(x)
     table = markdown_table(report)
@@ -149,10 +160,11 @@ def test_compare_widget_callbacks_update_image_audio_and_readout(run, mid_cache)
     view = CompareView(run, mid_cache)
     first = (view.image.value, view.recon_audio.value, view.readout.value)
     assert first[0][:4] == b"\x89PNG" and first[1][:4] == b"RIFF" and view.original_audio.value[:4] == b"RIFF"
-    view.clip.value = 2
-    shown = view.show()
-    assert view.image.value != first[0] and view.recon_audio.value != first[1]
+    view.clip.value = 2  # the slider's observer alone must redraw: no manual call before these checks
+    assert view.image.value != first[0] and view.recon_audio.value != first[1] and view.readout.value != first[2]
     i = view.current()
+    assert mid_cache.names[i] in view.readout.value
+    shown = view.show()
     x = mid_cache.mels[i].astype(np.float32)
     expected = np.abs(run.reconstruct(x).numpy() - x).mean() / run.stats["std"]
     assert shown["name"] == mid_cache.names[i] and f"{expected:.4f}" in view.readout.value
@@ -163,7 +175,7 @@ def test_compare_widget_callbacks_update_image_audio_and_readout(run, mid_cache)
 def test_interpolate_widget_follows_the_alpha_slider(run, mid_cache):
     view = InterpolateView(run, mid_cache)
     before = (view.image.value, view.audio.value)
-    view.alpha.value = 0.0
+    view.alpha.value = 0.0  # the observer alone redraws
     assert view.image.value != before[0] and view.audio.value != before[1] and "0.00" in view.readout.value
     mix = view.show()
     torch.testing.assert_close(torch.as_tensor(mix), run.reconstruct(mid_cache.mels[view.index[view.a.value]].astype(np.float32)),

@@ -4,6 +4,7 @@ Executing them is `make test`'s second pytest call (nbmake, smoke profile, a tem
 """
 from __future__ import annotations
 
+import ast
 import json
 import subprocess
 import sys
@@ -41,3 +42,26 @@ def test_cells_are_thin(nb):
         if cell["cell_type"] == "code":
             assert "def " not in src and "class " not in src, src
             assert len(src.splitlines()) <= 16, src
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_twin_is_valid_python_without_unused_imports(nb):
+    """The .py twin is what reviewers read and linters check: it must parse, and import only what it uses."""
+    tree = ast.parse(nb.with_suffix(".py").read_text())
+    imported = {(a.asname or a.name).split(".")[0] for node in ast.walk(tree)
+                if isinstance(node, (ast.Import, ast.ImportFrom)) for a in node.names}
+    used = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert imported and not imported - used, f"unused imports in {nb.with_suffix('.py').name}: {imported - used}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_every_plot_or_table_is_followed_by_what_to_look_for(nb):
+    """fastbook's rule: after an output that is the point, a sentence that says what to see in it."""
+    cells = json.loads(nb.read_text())["cells"]
+    for i, cell in enumerate(cells):
+        src = "".join(cell["source"])
+        shows = cell["cell_type"] == "code" and ("bn.plots." in src or "markdown_table" in src)
+        if shows and i + 1 < len(cells):
+            after = cells[i + 1]
+            assert after["cell_type"] == "markdown" and len("".join(after["source"]).split("\n\n")[0].split()) >= 12, \
+                f"cell {i} of {nb.name} needs a sentence after it: {src}"

@@ -1,4 +1,4 @@
-"""The two model presets: `seed` (the specification) and `best` (ours)."""
+"""The two model presets: `original` (the specification) and `best` (ours)."""
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +8,8 @@ import torch
 from beetnet_utils.config import PRESETS, with_preset
 from beetnet_utils.model import PCAGRUAutoencoder, build_model
 from beetnet_utils.pca import PCA
-from beetnet_utils.train import load_run, train
+from beetnet_utils.run import load_run
+from beetnet_utils.train import train
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -20,14 +21,21 @@ def test_each_preset_builds_trains_and_round_trips(tmp_path, smoke, smoke_cache,
     assert len(history) == 2 and all(np.isfinite(h["val_l1"]) for h in history)
     run = load_run(tmp_path / preset)
     assert run.config.model.preset == preset and type(run.model) is type(build_model(cfg))
+    # the loaded weights are the ones that scored best on validation during training
+    x = smoke_cache.standardised("val")
+    with torch.no_grad():
+        pred = run.model(x)
+    if cfg.train.clamp_loss:
+        pred = pred.clamp(*[(v - smoke_cache.mean) / smoke_cache.std for v in cfg.features.db_range])
+    assert float((pred - x).abs().mean()) == pytest.approx(min(h["val_l1"] for h in history), rel=1e-5)
     mel = smoke_cache.db("test")[:2]
     z = run.encode(mel)
     assert z.shape == (2, cfg.model.latent_dim)
-    assert run.reconstruct(mel).shape == mel.shape
+    torch.testing.assert_close(run.reconstruct(mel), run.decode(z))
 
 
 def test_unknown_preset_is_a_clear_error(smoke):
-    with pytest.raises(ValueError, match="unknown preset 'fancy'.*seed, best"):
+    with pytest.raises(ValueError, match="unknown preset 'fancy'.*original, best"):
         with_preset(smoke, "fancy")
 
 
@@ -82,7 +90,7 @@ def test_best_architecture_has_a_gru_at_its_heart():
 
 
 def test_time_shifted_pca_routes_agree_and_shift_time_moves_frames():
-    from beetnet_utils.pca import shift_time
+    from beetnet_utils.augment import shift_time
 
     x = torch.arange(2 * 3 * 5, dtype=torch.float32).view(2, 3, 5)
     assert torch.equal(shift_time(x, 2)[0, 0], torch.tensor([0.0, 0, 0, 1, 2]))

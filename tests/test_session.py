@@ -1,28 +1,48 @@
-"""The notebook session: profile choice, and the Colab cache round trip through a stand-in Drive."""
+"""The notebook session: profile and preset choice, the steps, and the Colab cache round trip."""
 from __future__ import annotations
 
 import shutil
 
 import numpy as np
 
-from beetnet_utils import runtime
+from beetnet_utils import runtime, session as sessions
+from beetnet_utils.config import DEFAULT_PRESET
+from beetnet_utils.cli import parser
 
 
-def test_start_picks_demo_locally_and_respects_the_environment(tmp_path, capsys):
-    s = runtime.start(environ={"BEETNET_HOME": str(tmp_path)})
-    assert s.config.profile == "demo" and s.paths.runs == tmp_path / "runs"
+def test_start_picks_demo_locally_and_respects_the_kernels_environment(tmp_path, capsys):
+    s = sessions.start(environ={"BEETNET_HOME": str(tmp_path)})
+    assert s.config.profile == "demo" and s.paths.runs == tmp_path / "runs" and s.minutes is None
     assert "profile:    demo" in capsys.readouterr().out
-    assert runtime.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PROFILE": "smoke"}).config.profile == "smoke"
+    assert sessions.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PROFILE": "smoke"}).config.profile == "smoke"
     assert s.preset == "best" and s.run_dir() == tmp_path / "runs" / "demo-best"
-    assert runtime.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PRESET": "seed"}).run_dir().name == "demo-seed"
+    other = sessions.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PRESET": "original", "BEETNET_MINUTES": "2.5"})
+    assert other.run_dir().name == "demo-original" and other.minutes == 2.5
+
+
+def test_notebook_and_cli_default_to_the_same_preset():
+    assert sessions.Session.__dataclass_fields__["preset"].default == DEFAULT_PRESET == "best"
+    assert parser().parse_args(["train", "--cache", "c", "--run", "r"]).preset == DEFAULT_PRESET
+
+
+def test_the_four_steps_on_explicit_folders(tmp_path):
+    s = sessions.for_folders("smoke", clips=tmp_path / "clips", cache=tmp_path / "cache", runs=tmp_path / "runs")
+    clips = s.download(progress=False)
+    cache = s.cache(progress=False)
+    assert clips.clips == len(cache.names) + sum(cache.meta["skipped"].values())
+    history = s.train("original", progress=False, epochs=1)
+    assert len(history) == 1 and (s.run_dir("original") / "best.pt").exists()
+    report = s.evaluate()
+    assert list(report["splits"]["test"]["models"])[0] == "original"
+    assert (tmp_path / "runs" / "report.json").exists()
 
 
 def test_cache_kept_on_drive_survives_a_lost_vm(tmp_path, smoke, smoke_clips):
     """Colab's layout with local folders standing in for /content and Drive."""
     local, drive = tmp_path / "content", tmp_path / "drive"
-    paths = runtime.Paths(local, local / "clips", local / "cache", drive / "runs", drive / "cache.tar")
-    session = runtime.Session(runtime.Environment(in_colab=True, gpu_name="Tesla T4"), paths, smoke)
-    built = session.cache(smoke_clips.path, progress=False)
+    paths = runtime.Paths(local, smoke_clips.path, local / "cache", drive / "runs", drive / "cache.tar")
+    session = sessions.Session(runtime.Environment(in_colab=True, gpu_name="Tesla T4"), paths, smoke)
+    built = session.cache(progress=False)
     assert paths.cache_archive.exists()
     shutil.rmtree(local)  # the VM was recycled
     restored = session.load_cache()

@@ -1,0 +1,160 @@
+"""A trained run: the checkpoint format, and `Run`, the object people load after training.
+
+Kept apart from the loop that made it (train.py), as nanoGPT keeps `sample.py` apart from
+`train.py`: evaluation, generation and the widgets import this module, never the training one.
+
+A run folder holds `last.pt` (the newest epoch) and `best.pt` (the lowest validation loss), each
+a complete checkpoint: settings, cache identity, weights, optimizer, random states and history.
+So either one can resume training, and either one can be loaded for use.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .config import Config
+from .model import build_model, refine as fit_codes
+from .runtime import device as pick_device
+from .storage import BeetNetError, atomic_write
+
+CHECKPOINT_FORMAT = 2
+CHECKPOINTS = ("last", "best")
+# Settings that may change between a run and its resumption; anything else must match.
+RESUMABLE_CHANGES = {"train.epochs", "train.minutes", "train.amp", "profile"}
+
+
+def save_checkpoint(ckpt: dict, path: Path) -> Path:
+    """Atomically: a kill or a full disk leaves the previous file intact."""
+    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+
+
+def _read(path: Path) -> dict:
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"not a BeetNet checkpoint of format {CHECKPOINT_FORMAT}")
+    return ckpt
+
+
+def load_checkpoint(run_dir: Path, name: str = "last", log=print) -> dict | None:
+    """The checkpoint `name`; for `last`, the newest intact one (falling back to `best.pt`). None if none.
+
+    A torn file (a copy or a Drive mount that died mid-write) is skipped with a warning, never fatal.
+    """
+    for candidate in (CHECKPOINTS if name == "last" else (name,)):
+        path = Path(run_dir) / f"{candidate}.pt"
+        if not path.is_file():
+            continue
+        try:
+            ckpt = _read(path)
+        except Exception as exc:
+            log(f"warning: {path} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); trying the next checkpoint")
+            continue
+        if candidate != name:
+            log(f"warning: using {path.name} (epoch {ckpt['epoch']}) because {name}.pt is missing or unreadable")
+        return ckpt
+    return None
+
+
+def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def config_differences(saved: dict, current: dict) -> list[str]:
+    """'train.lr 0.001 -> 0.002' for every setting that differs and may not change on resume."""
+    a, b = _flat(saved), _flat(current)
+    return [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
+            if k not in RESUMABLE_CHANGES and json.dumps(a.get(k)) != json.dumps(b.get(k))]
+
+
+def check_resumable(ckpt: dict, config: dict, cache_key: str, run_dir: Path) -> None:
+    """Refuse to continue a run with other settings or on another cache, saying what differs."""
+    diffs = config_differences(ckpt["config"], config)
+    if ckpt["cache_key"] != cache_key:
+        diffs.append("the mel cache (other clips, features or split)")
+    if diffs:
+        raise BeetNetError(f"{run_dir} holds a run with other settings ({'; '.join(diffs)}): "
+                           "use a new --run folder or the original settings")
+
+
+class Run:
+    """A trained model behind a dB-in, dB-out interface; standardisation stays inside."""
+
+    def __init__(self, ckpt: dict, path: Path, device: torch.device):
+        self.path, self.device = path, device
+        self.config = Config.from_dict(ckpt["config"])
+        self.stats = ckpt["stats"]
+        self.history: list[dict] = ckpt["history"]
+        self.epoch: int = ckpt["epoch"]
+        self.cache_key: str = ckpt["cache_key"]
+        self.model = build_model(self.config).to(device).eval()
+        self.model.load_state_dict(ckpt["model"])
+
+    def _batch(self, x: Any, item_dims: int) -> tuple[torch.Tensor, bool]:
+        """A batch on the model's device, and whether `x` was a single item."""
+        t = torch.as_tensor(x if torch.is_tensor(x) else np.asarray(x), dtype=torch.float32)
+        single = t.dim() == item_dims
+        return (t.unsqueeze(0) if single else t).to(self.device), single
+
+    def _bounds(self) -> tuple[float, float]:
+        """The feature dB range in standardised units: where the metric clamps."""
+        lo, hi = self.config.features.db_range
+        return (lo - self.stats["mean"]) / self.stats["std"], (hi - self.stats["mean"]) / self.stats["std"]
+
+    @torch.no_grad()
+    def encode(self, mel_db: Any, refine: bool = True) -> torch.Tensor:
+        """dB spectrogram(s) (…, n_mels, frames) -> latent(s) (…, latent), on the CPU.
+
+        With `refine_steps` in the config (preset `best`), each code is then fitted to its clip by
+        L1 descent through the frozen decoder; `refine=False` gives the plain encoder's code.
+        """
+        x, single = self._batch(mel_db, 2)
+        x = (x - self.stats["mean"]) / self.stats["std"]
+        m = self.config.model
+        if refine and m.refine_steps > 0:
+            z = fit_codes(self.model, x, m.refine_steps, m.refine_lr, self._bounds())
+        else:
+            z = self.model.encode(x)
+        z = z.float().cpu()
+        return z[0] if single else z
+
+    @torch.no_grad()
+    def decode(self, z: Any) -> torch.Tensor:
+        """latent(s) -> dB spectrogram(s), clamped to the feature range, on the CPU."""
+        t, single = self._batch(z, 1)
+        y = self.model.decode(t).float() * self.stats["std"] + self.stats["mean"]
+        y = y.clamp(*self.config.features.db_range).cpu()
+        return y[0] if single else y
+
+    def reconstruct(self, mel_db: Any, refine: bool = True) -> torch.Tensor:
+        return self.decode(self.encode(mel_db, refine))
+
+
+def load_run(run_dir: Path, which: str = "best", device: str | None = None) -> Run:
+    """The trained model in `run_dir` (`best` by validation L1, or `last`), ready to encode and decode."""
+    if which not in CHECKPOINTS:
+        raise ValueError(f"which must be one of {', '.join(CHECKPOINTS)}, not {which!r}")
+    ckpt = load_checkpoint(Path(run_dir), which)
+    if ckpt is None:
+        raise BeetNetError(f"no checkpoint in {run_dir}: train first (python -m beetnet_utils train --run {run_dir})")
+    return Run(ckpt, Path(run_dir), pick_device(device))
+
+
+def run_summary(run_dir: Path) -> str:
+    """What is in a run folder and how far it got, for a notebook."""
+    run_dir = Path(run_dir)
+    lines = [f"run folder: {run_dir}"]
+    for f in sorted(run_dir.glob("*")):
+        if not f.name.startswith("."):
+            lines.append(f"  {f.name:<14} {f.stat().st_size / 2**20:7.1f} MB")
+    ckpt = load_checkpoint(run_dir)
+    if ckpt:
+        best = min(ckpt["history"], key=lambda h: h["val_l1"])
+        lines.append(f"trained {ckpt['epoch']} epochs; best val L1 {best['val_l1']:.4f} at epoch {best['epoch']}")
+    return "\n".join(lines)

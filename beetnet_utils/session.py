@@ -1,0 +1,126 @@
+"""What a notebook needs: one set-up call (`start`), then one call per step.
+
+The four steps are methods of `Session`: `download`, `cache`, `train`, `evaluate`. The CLI
+verbs call the very same methods (with folders from their arguments instead of the
+environment's), so a notebook cell and a shell command cannot drift apart.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping
+
+from .config import DEFAULT_PRESET, PROFILE_ENV, PRESETS, Config, get_config, with_preset
+from .data import ClipFolder, download
+from .evaluate import evaluate, evaluate_clips, save_report
+from .features import MelCache, build_cache, load_cache
+from .run import Run, load_run
+from .runtime import Environment, Paths, backup_cache, detect, mount_drive, paths, restore_cache
+from .storage import BeetNetError
+from .train import train
+
+# The kernel's environment steers a session (make demo and the tests set these; a person need not).
+PRESET_ENV, MINUTES_ENV = "BEETNET_PRESET", "BEETNET_MINUTES"
+
+
+@dataclass
+class Session:
+    """Where it runs, where files live, which settings; and the four steps."""
+
+    env: Environment
+    paths: Paths
+    config: Config
+    preset: str = DEFAULT_PRESET  # the model preset notebook 03 trains
+    minutes: float | None = None  # notebook 03's time budget (None: train every epoch)
+
+    def describe(self) -> str:
+        p = self.paths
+        return "\n".join([
+            f"running on: {self.env.describe()}",
+            f"profile:    {self.config.profile} (source {self.config.data.source}, {self.config.train.epochs} epochs, "
+            f"model preset {self.preset})",
+            f"clips:      {p.clips}",
+            f"cache:      {p.cache}" + (f" (kept on Drive as {p.cache_archive})" if p.cache_archive else ""),
+            f"runs:       {p.runs}",
+        ])
+
+    def __repr__(self) -> str:
+        return self.describe()
+
+    def run_dir(self, preset: str | None = None) -> Path:
+        return self.paths.runs / f"{self.config.profile}-{preset or self.preset}"
+
+    # --- the four steps ------------------------------------------------------------------------
+
+    def download(self, source: str | None = None, audio_dir: Path | None = None, progress: bool = True) -> ClipFolder:
+        """Step 1: fetch or build the clip folder (`source` defaults to the profile's)."""
+        return download(source or self.config.data.source, self.paths.clips, self.config, audio_dir, progress)
+
+    def cache(self, progress: bool = True) -> MelCache:
+        """Step 2: build or reuse the mel cache; in Colab also keep a one-file copy on Drive."""
+        cache = build_cache(self.paths.clips, self.paths.cache, self.config.features, self.config.data,
+                            progress=progress)
+        archive = self.paths.cache_archive
+        if archive and (not archive.exists() or archive.stat().st_mtime < (cache.path / "meta.json").stat().st_mtime):
+            print(f"copying the cache to Drive as one file: {archive}")
+            backup_cache(cache.path, archive)
+        return cache
+
+    def load_cache(self) -> MelCache:
+        """The cache built by step 2, restored from Drive first if the VM lost it."""
+        if self.paths.cache_archive and restore_cache(self.paths.cache_archive, self.paths.cache):
+            print(f"restored the cache from {self.paths.cache_archive}")
+        return load_cache(self.paths.cache)
+
+    def train(self, preset: str | None = None, run_dir: Path | None = None, device: str | None = None,
+              progress: bool = True, **overrides) -> list[dict]:
+        """Step 3: train `preset` (or resume it) on the cache; `overrides` change TrainConfig fields."""
+        cfg = with_preset(self.config, preset or self.preset)
+        cfg = cfg.replace(train={k: v for k, v in overrides.items() if v is not None})
+        return train(self.load_cache(), run_dir or self.run_dir(preset), cfg, device=device, progress=progress)
+
+    def load_runs(self, device: str | None = None) -> dict[str, Run]:
+        """Every preset trained in step 3 for this profile, by name."""
+        found = {p: self.run_dir(p) for p in PRESETS if (self.run_dir(p) / "best.pt").exists()}
+        if not found:
+            raise BeetNetError(f"no trained run under {self.paths.runs}: run notebook 03 (or `train`) first")
+        return {p: load_run(d, device=device) for p, d in found.items()}
+
+    def evaluate(self, runs: dict[str, Run] | None = None, clips: Path | None = None,
+                 splits: tuple[str, ...] = ("val", "test"), report: Path | None = None, save: bool = True) -> dict:
+        """Step 4: every run and the baselines on held-out recordings (or on every clip of `clips`).
+
+        With `save`, the report is written as JSON to `report` (default: report.json beside the runs).
+        """
+        runs = runs if runs is not None else self.load_runs()
+        cache = self.load_cache()
+        if clips is None:
+            result = evaluate(runs, cache, splits)
+        else:
+            result = evaluate_clips(runs, cache, clips, self.paths.cache.parent / f"eval_{Path(clips).name}")
+        if save:
+            save_report(result, report or self.paths.runs / "report.json")
+        return result
+
+
+def for_folders(profile: str | None = None, clips: Path | None = None, cache: Path | None = None,
+                runs: Path | None = None) -> Session:
+    """A session on folders named explicitly (the CLI's), not the environment's."""
+    local = paths(Environment(in_colab=False, gpu_name=None, home_override=None))
+    chosen = {k: Path(v) for k, v in {"clips": clips, "cache": cache, "runs": runs}.items() if v is not None}
+    return Session(detect(), dataclasses.replace(local, **chosen), get_config(profile))
+
+
+def start(profile: str | None = None, environ: Mapping[str, str] | None = None) -> Session:
+    """The one set-up call: detect the environment, mount Drive in Colab, pick the profile
+    (Colab: full; elsewhere: demo), and print where everything lives."""
+    environ = os.environ if environ is None else environ
+    env = detect(environ)
+    mount_drive(env)
+    cfg = get_config(profile or environ.get(PROFILE_ENV) or ("full" if env.in_colab else "demo"))
+    minutes = float(environ[MINUTES_ENV]) if environ.get(MINUTES_ENV) else None
+    session = Session(env, paths(env), cfg, environ.get(PRESET_ENV, DEFAULT_PRESET), minutes)
+    print(session.describe())
+    return session

@@ -1,0 +1,42 @@
+"""make demo's notebook driver, for real: every notebook in a real kernel on the smoke profile, through
+each branch a person can take (03 with either preset and with a time budget; 04 with one run or two)."""
+from __future__ import annotations
+
+import json
+import os
+
+import nbformat
+
+from beetnet_utils.pipeline import Step, run_notebooks
+
+
+def outputs(path) -> str:
+    nb = nbformat.read(path, as_version=4)
+    return "\n".join(o.get("text", "") + str(o.get("data", {}).get("text/plain", ""))
+                     for c in nb.cells for o in c.get("outputs", []))
+
+
+def test_the_driver_runs_every_notebook_path_and_leaves_its_own_environment_alone(tmp_path, capsys):
+    before = dict(os.environ)
+    steps = (Step("01_download", "01"), Step("02_preprocess_cache", "02"),
+             Step("03_train_gpu", "03-original", {"BEETNET_PRESET": "original", "BEETNET_MINUTES": "0.0001"}),
+             Step("04_evaluate", "04-one-run"),
+             Step("03_train_gpu", "03-best", {"BEETNET_PRESET": "best"}),
+             Step("04_evaluate", "04-two-runs"))
+    report_path = run_notebooks(tmp_path, "smoke", steps)
+    assert dict(os.environ) == before
+
+    said = capsys.readouterr().out
+    assert "[03-original] epoch 1: train L1" in said  # streamed while the cell ran, not after
+    assert "[03-original] time budget of 0.0001 min reached after epoch 1" in said
+    assert "[03-best] epoch 2: train L1" in said
+    runs = tmp_path / "runs"
+    assert json.loads((runs / "smoke-original" / "history.json").read_text())[-1]["epoch"] == 1
+    assert len(json.loads((runs / "smoke-best" / "history.json").read_text())) == 2
+
+    executed = tmp_path / "notebooks"
+    assert "trained presets: original; widgets use" in outputs(executed / "04-one-run.ipynb")
+    assert "trained presets: original, best; widgets use" in outputs(executed / "04-two-runs.ipynb")
+    report = json.loads(report_path.read_text())
+    assert list(report["runs"]) == ["original", "best"]
+    assert len(list((tmp_path / "figures").glob("04-two-runs_*.png"))) >= 6
