@@ -234,7 +234,7 @@ class MelCache:
 
 
 def _digest(data) -> str:
-    return hashlib.blake2b(data, digest_size=16).hexdigest()
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
 def _open(path: Path) -> MelCache | str:

@@ -65,20 +65,25 @@ def open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
+def _file_digest(path: Path) -> bytes:
+    try:
+        with open_regular(path) as f:
+            h = hashlib.sha256(os.fstat(f.fileno()).st_size.to_bytes(8, "little"))
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+            return h.digest()
+    except OSError as exc:
+        return f"unreadable {type(exc).__name__} {exc.errno}".encode()
+
+
 def content_hash(paths: Iterable[Path], name: Callable[[Path], str] = lambda p: p.name) -> str:
-    """blake2b of each file's name, size and bytes, in order. Names and sizes alone are not enough:
-    every 2 s 16-bit clip has the same size. A file that cannot be opened counts by its error."""
-    h = hashlib.blake2b(digest_size=16)
+    """sha256 of each file's name, size and bytes, in order. Names and sizes alone are not enough: every
+    2 s 16-bit clip has the same size. A file that cannot be opened counts by its error. sha256 runs in
+    hardware on most CPUs, twice blake2b's speed here; threads were slower on 2 busy cores."""
+    h = hashlib.sha256()
     for p in paths:
-        h.update(name(p).encode() + b"\0")
-        try:
-            with open_regular(p) as f:
-                h.update(os.fstat(f.fileno()).st_size.to_bytes(8, "little"))
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-        except OSError as exc:
-            h.update(f"unreadable {type(exc).__name__} {exc.errno}".encode())
-    return h.hexdigest()
+        h.update(name(p).encode() + b"\0" + _file_digest(p))
+    return h.hexdigest()[:32]
 
 
 # --- owned outputs ----------------------------------------------------------------------------
