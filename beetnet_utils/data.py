@@ -19,6 +19,7 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -321,9 +322,11 @@ def kaggle_download(handle: str, stall_seconds: float = KAGGLE_STALL_SECONDS) ->
     except kx.BackendError as exc:
         raise BeetNetError(f"Kaggle reported an error for {handle} ({_first_line(exc)}): try again later, "
                            f"or {hint}") from exc
-    except (kx.DataCorruptionError, zipfile.BadZipFile) as exc:
+    except (kx.DataCorruptionError, zipfile.BadZipFile, tarfile.TarError) as exc:
         raise BeetNetError(f"the download of {handle} arrived damaged ({type(exc).__name__}): run again, "
                            f"or {hint}") from exc
+    except ValueError as exc:  # kagglehub's own refusals, such as "Unsupported archive type."
+        raise BeetNetError(f"kagglehub could not fetch {handle} ({_first_line(exc)}): run again, or {hint}") from exc
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
         what = {401: f"needs Kaggle credentials ({creds})", 403: "is forbidden (accept its terms on kaggle.com?)",
