@@ -112,9 +112,9 @@ def read_audio(path: Path) -> tuple[np.ndarray | None, int, str | None]:
 
 
 def check_samples(audio: np.ndarray) -> tuple[np.ndarray | None, str | None, list[str]]:
-    """Returns (audio, skip reason, fixes). NaN or inf anywhere is corruption (decoders would turn it
-    into full-scale noise). Float samples beyond ±1 are scaled down by the peak, a fix: clipping them
-    would distort. Then more than CLIPPED_FRACTION of samples at full scale is a clipped file."""
+    """Returns (audio, skip reason, fixes). NaN or inf anywhere is corruption (written as 16-bit it
+    became full-scale noise). Float samples beyond ±1 are scaled down by the peak, a fix: clipping them
+    would distort. Then a file with more than CLIPPED_FRACTION of its samples at full scale is clipped."""
     if not np.isfinite(audio).all():
         return None, "corrupt (NaN or inf samples)", []
     fixes = []
@@ -217,7 +217,11 @@ def _audio_files(audio_dir: Path) -> list[Path]:
 
 def from_folder(audio_dir: Path, out: Path, features: FeatureConfig, source: str = "folder",
                 files: list[Path] | None = None, progress: bool = True) -> ClipFolder:
-    """Segment every readable recording under `audio_dir`; bad files are counted by reason, not fatal."""
+    """Segment every readable recording under `audio_dir`; bad files are counted by reason, not fatal.
+
+    A recording is skipped whole if it is not a regular file, unreadable, has NaN or inf samples, is
+    clipped, or is silent or constant (the same tests as each clip gets in features.load_clip).
+    """
     audio_dir, out = Path(audio_dir), Path(out)
     check_not_inside(out, audio_dir)
     claim_output(out, "clips")

@@ -237,7 +237,7 @@ def _digest(data) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _open(path: Path) -> MelCache | str:
+def _verified(path: Path) -> MelCache | str:
     """The cache at `path`, checked against its meta.json; or why it cannot be trusted."""
     try:
         meta = json.loads((path / "meta.json").read_text())
@@ -247,9 +247,14 @@ def _open(path: Path) -> MelCache | str:
         return "made by an older BeetNet, without checksums"
     try:
         index = (path / "index.csv").read_bytes()
+    except FileNotFoundError:
+        return "index.csv is missing"
+    except OSError as exc:
+        return f"index.csv is unreadable ({exc.strerror})"
+    try:
         mels = np.load(path / "mels.npy")
-    except FileNotFoundError as exc:
-        return f"{Path(exc.filename).name} is missing"
+    except FileNotFoundError:
+        return "mels.npy is missing"
     except (OSError, ValueError, EOFError) as exc:  # numpy says EOFError for 0 bytes, ValueError when truncated
         return f"mels.npy is unreadable or truncated ({type(exc).__name__})"
     if _digest(index) != meta.get("index_hash"):
@@ -273,7 +278,7 @@ def load_cache(path: Path) -> MelCache:
     path = Path(path)
     if not (path / "meta.json").exists():
         raise BeetNetError(f"no mel cache at {path}: run `python -m beetnet_utils cache --clips CLIPS --out {path}`")
-    cache = _open(path)
+    cache = _verified(path)
     if isinstance(cache, str):
         raise BeetNetError(f"mel cache at {path} cannot be used ({cache}): build it again with "
                            f"`python -m beetnet_utils cache --clips CLIPS --out {path}`")
@@ -322,7 +327,7 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     split_recs = (lambda recs: split_recordings(recs, data)) if split else (lambda recs: dict.fromkeys(recs, "test"))
     reason = _stale_reason(out, features, clips_hash, split_config)
     if reason is None:
-        cache = _open(out)
+        cache = _verified(out)
         if isinstance(cache, MelCache):
             log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
             return cache
@@ -366,8 +371,8 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     w.writerows(zip(names, recordings, splits))
     index_bytes = index.getvalue().encode()
     meta = {
-        "beetnet": "cache", "version": CACHE_VERSION, "index_hash": _digest(index_bytes),
-        "mels_hash": _digest(mels), "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
+        "beetnet": "cache", "version": CACHE_VERSION, "index_hash": _digest(index_bytes), "mels_hash": _digest(mels),
+        "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
         "clips_dir": str(clips_dir), "split_config": split_config,
         "stats": {"mean": mean, "std": std, "fitted_on": "train" if n_train else "all (evaluation only)"},
         "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),

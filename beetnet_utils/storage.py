@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import BinaryIO, Callable, Collection, Iterable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _LEGACY_STAGING_AGE_S = 24 * 3600  # staging of versions that did not put a PID in the name: stale after a day
@@ -29,8 +29,6 @@ _LEGACY_STAGING_AGE_S = 24 * 3600  # staging of versions that did not put a PID 
 MARKERS = {"clips": "manifest.json", "cache": "meta.json"}
 # Markers written before they named their kind are recognised by these keys.
 _LEGACY_KEYS = {"clips": {"key", "skipped"}, "cache": {"feature_hash", "clips_hash", "split_config"}}
-
-
 _LEFTOVER = re.compile(r"^\..+\.(staging|old)-\d+(-.*)?$")  # what atomic_dir and atomic_write leave when killed
 
 
@@ -98,7 +96,9 @@ def owned(folder: Path, kind: str, marker: str | None = None) -> bool:
         return False
     if not isinstance(saved, dict):
         return False
-    return saved.get("beetnet") == kind or ("beetnet" not in saved and _LEGACY_KEYS.get(kind, {None}) <= saved.keys())
+    if "beetnet" in saved:
+        return saved["beetnet"] == kind
+    return kind in _LEGACY_KEYS and _LEGACY_KEYS[kind] <= saved.keys()
 
 
 def beetnet_output(folder: Path) -> str | None:
@@ -110,9 +110,10 @@ def beetnet_output(folder: Path) -> str | None:
 
 
 def claim_output(path: Path, kind: str, marker: str | None = None) -> Path:
-    """Refuse to write `path` unless it is new, an empty folder, or already this kind of BeetNet output.
+    """Refuse to write `path` unless it is new, an empty folder, or carries `marker` (default MARKERS[kind]):
+    a JSON object whose "beetnet" is `kind`. Call it before reading or replacing anything there.
 
-    Also puts back a folder that a run killed in the middle of replacing it left aside.
+    Also puts back a folder that a run killed in the middle of replacing it left aside (see recover).
     """
     path = Path(path)
     marker = marker or MARKERS[kind]
@@ -172,9 +173,12 @@ def _alive(pid: int) -> bool:
 
 
 def _stale(path: Path, pid: int | None) -> bool:
-    if pid is None:
+    if pid is not None:
+        return not _alive(pid)
+    try:
         return time.time() - path.lstat().st_mtime > _LEGACY_STAGING_AGE_S
-    return not _alive(pid)
+    except FileNotFoundError:  # another run removed it first
+        return False
 
 
 def _remove(path: Path) -> None:
@@ -188,7 +192,7 @@ def recover(target: Path) -> None:
     """Put back the old copy a killed replacement left aside, and remove the staging of dead runs."""
     target = Path(target)
     left = list(_leftovers(target))
-    olds = sorted((p for p, what, pid in left if what == "old" and _stale(p, pid)), key=lambda p: p.lstat().st_mtime)
+    olds = sorted((p for p, what, pid in left if what == "old" and _stale(p, pid)), key=os.path.getmtime)
     if olds and not os.path.lexists(target):
         os.replace(olds.pop(), target)
     for p, what, pid in left:

@@ -322,7 +322,8 @@ def test_attack_damaged_or_edited_cache_is_rebuilt_with_a_reason_and_refused_by_
     elif damage == "index.csv row dropped":
         index.write_text("".join(rows[:-1]))
     elif damage == "index.csv splits relabelled":
-        index.write_text("".join([rows[0]] + [r.replace(",val", ",train").replace(",test", ",train") for r in rows[1:]]))
+        relabelled = [r.replace(",val", ",train").replace(",test", ",train") for r in rows[1:]]
+        index.write_text("".join([rows[0], *relabelled]))
     else:
         index.write_text("".join([rows[0]] + [r.replace(",train", ",trian") for r in rows[1:]]))
     before = tree(clips)
@@ -514,7 +515,7 @@ def test_attack_kaggle_credentials_refused_says_none_are_needed(offline_kaggle, 
     one_line(e, "KAGGLE_API_TOKEN", "kagglehub.login()", "needs no credentials")
 
 
-def test_attack_out_inside_the_kagglehub_cache_is_refused_and_the_cache_untouched(offline_kaggle, tmp_path):  # noqa: F811
+def test_attack_out_inside_the_kagglehub_cache_is_refused_and_it_is_untouched(offline_kaggle, tmp_path):  # noqa: F811
     files = kaggle_cache(offline_kaggle, "alexzyukov", "beethoven", 1)
     clip_folder(files / "beethoven", recs=("2614",))
     before = tree(offline_kaggle)
