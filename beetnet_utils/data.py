@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from . import synth
 from .config import Config, DataConfig, FeatureConfig, stable_hash
 from .storage import (MARKERS, BeetNetError, NotRegularFileError, atomic_dir, beetnet_output, check_not_inside,
-                      claim_output, content_hash, disk_full_error, open_regular)
+                      claim_output, content_hash, disk_full_error, open_regular, recover)
 
 SOURCES = ("kaggle", "musicnet", "folder", "demo")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -78,8 +78,10 @@ def parse_clip_name(name: str) -> tuple[str, int]:
 
 
 def list_clips(folder: Path) -> list[Path]:
-    """Every clip in the folder, in a stable order (recording, then k)."""
+    """Every clip in the folder, in a stable order (recording, then k). A folder that a run killed while
+    replacing it left aside is put back first (storage.recover)."""
     folder = Path(folder)
+    recover(folder)
     if not folder.is_dir():
         raise BeetNetError(f"clip folder {folder} does not exist: run `python -m beetnet_utils download` first")
     clips = [p for p in folder.iterdir() if _CLIP_NAME.match(p.name)]
@@ -301,6 +303,7 @@ def kaggle_download(handle: str, stall_seconds: float = KAGGLE_STALL_SECONDS) ->
     import kagglehub
     import requests
     from kagglehub import exceptions as kx
+    from urllib3.exceptions import ReadTimeoutError
 
     hint = "use --source demo, or --source folder --audio-dir DIR with your own recordings"
     creds = ("the public dataset needs no credentials: unset KAGGLE_API_TOKEN (or KAGGLE_USERNAME/KAGGLE_KEY), "
@@ -308,11 +311,9 @@ def kaggle_download(handle: str, stall_seconds: float = KAGGLE_STALL_SECONDS) ->
     try:
         with _requests_timeout(stall_seconds):
             return Path(kagglehub.dataset_download(handle))
-    except requests.Timeout as exc:
-        raise BeetNetError(f"Kaggle stopped answering (nothing for {stall_seconds:g} s) while fetching {handle}: "
-                           f"try again later, or {hint}") from exc
-    except requests.ConnectionError as exc:
-        if "timed out" in str(exc):  # a stall in the middle of the body arrives as a ConnectionError
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        # a stall in the middle of the body arrives as a ConnectionError that wraps urllib3's ReadTimeoutError
+        if isinstance(exc, requests.Timeout) or any(isinstance(a, ReadTimeoutError) for a in exc.args):
             raise BeetNetError(f"Kaggle stopped answering (nothing for {stall_seconds:g} s) while fetching "
                                f"{handle}: try again later, or {hint}") from exc
         raise BeetNetError(f"Kaggle is unreachable (no network?) while fetching {handle}: {hint}") from exc

@@ -34,7 +34,7 @@ from tqdm.auto import tqdm
 
 from .config import DataConfig, FeatureConfig, stable_hash
 from .data import MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason
-from .storage import BeetNetError, atomic_dir, check_not_inside, claim_output, content_hash
+from .storage import BeetNetError, atomic_dir, check_not_inside, claim_output, content_hash, recover
 
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2  # 2: content-keyed, with checksums of mels.npy and index.csv
@@ -276,6 +276,7 @@ def _verified(path: Path) -> MelCache | str:
 def load_cache(path: Path) -> MelCache:
     """The cache at `path`, after checking every file against the checksums in its meta.json."""
     path = Path(path)
+    recover(path)
     if not (path / "meta.json").exists():
         raise BeetNetError(f"no mel cache at {path}: run `python -m beetnet_utils cache --clips CLIPS --out {path}`")
     cache = _verified(path)

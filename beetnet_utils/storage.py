@@ -152,7 +152,7 @@ def _leftovers(target: Path) -> Iterator[tuple[Path, str, int | None]]:
     """(path, 'staging' | 'old', pid) for what runs writing `target` may leave beside it."""
     ours = re.compile(rf"^\.{re.escape(target.name)}\.(staging|old)-(\d+)(-.*)?$")
     legacy = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp$")  # tempfile names before PIDs
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # no parent folder, or one we may not list: nothing to clean
         for entry in os.scandir(target.parent):
             if m := ours.match(entry.name):
                 yield Path(entry.path), m[1], int(m[2])

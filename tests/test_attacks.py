@@ -10,6 +10,7 @@ import http.server
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -202,6 +203,10 @@ def test_attack_kill_between_the_two_renames_leaves_the_old_folder_put_back(tmp_
     again = download("folder", tmp_path / "clips", smoke, audio_dir=mine, progress=False)  # reused, not rebuilt
     assert tree(again.path) == want
     assert sorted(p.name for p in tmp_path.iterdir()) == ["clips", "mine"]
+    built = build_cache(again.path, tmp_path / "cache", smoke.features, smoke.data, **quiet)
+    os.replace(tmp_path / "cache", tmp_path / f".cache.old-{dead_pid()}")
+    assert load_cache(tmp_path / "cache").names == built.names  # a reader puts it back too
+    shutil.rmtree(tmp_path / "cache")
     # the two-rename path itself, as on a file system without RENAME_EXCHANGE
     monkeypatch.setattr(storage, "_libc", None)
     write_wav(mine / "take 9.wav", tone(4.5, freq=900))
