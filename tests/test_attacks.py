@@ -5,6 +5,7 @@ a counted skip) and that no user file changed: the user's folders are hashed bef
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import http.server
 import io
@@ -498,26 +499,50 @@ def test_attack_kaggle_download_that_stalls_breaks_or_arrives_damaged_is_one_lin
     assert time.monotonic() - t0 < 10 and not (tmp_path / "clips").exists()
 
 
-def test_attack_kaggle_credentials_refused_says_none_are_needed(offline_kaggle, tmp_path):  # noqa: F811
-    class Refuse(BadKaggle):
+@contextlib.contextmanager
+def json_server(port: int, status: int, payload: dict):
+    """A loopback server answering every POST with `status` and `payload`; yields its port."""
+    class Answer(http.server.BaseHTTPRequestHandler):
         def do_POST(self):  # noqa: N802
             self.rfile.read(int(self.headers["Content-Length"]))
-            data = json.dumps({"code": 401, "message": "bad token"}).encode()
-            self.send_response(401)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
 
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 7777), Refuse)
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Answer)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        with pytest.raises(BeetNetError) as e:
-            from_kaggle(tmp_path / "clips", "alexzyukov/beethoven/versions/1", progress=False, stall_seconds=1)
+        yield server.server_address[1]
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_attack_kaggle_credentials_refused_says_none_are_needed(offline_kaggle, tmp_path):  # noqa: F811
+    with json_server(7777, 401, {"code": 401, "message": "bad token"}), pytest.raises(BeetNetError) as e:
+        from_kaggle(tmp_path / "clips", "alexzyukov/beethoven/versions/1", progress=False, stall_seconds=1)
     one_line(e, "KAGGLE_API_TOKEN", "kagglehub.login()", "needs no credentials")
+    assert not (tmp_path / "clips").exists()
+
+
+def test_attack_kaggle_notebook_data_proxy_reporting_a_failure_is_one_line(offline_kaggle, tmp_path,  # noqa: F811
+                                                                             monkeypatch):
+    """Inside a Kaggle notebook kagglehub asks the notebook's data proxy; a BackendError comes back."""
+    with json_server(0, 200, {"wasSuccessful": False, "error": "quota"}) as port:
+        monkeypatch.setenv("KAGGLE_KERNEL_RUN_TYPE", "Interactive")
+        monkeypatch.setenv("KAGGLE_DATA_PROXY_URL", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("KAGGLE_USER_SECRETS_TOKEN", "jwt")
+        monkeypatch.setenv("KAGGLE_DATA_PROXY_TOKEN", "proxy")
+        with pytest.raises(BeetNetError) as e:
+            from_kaggle(tmp_path / "clips", "alexzyukov/beethoven/versions/1", progress=False, stall_seconds=1)
+    one_line(e, "Kaggle reported an error", "quota", "try again later")
+    assert not (tmp_path / "clips").exists()
 
 
 def test_attack_out_inside_the_kagglehub_cache_is_refused_and_it_is_untouched(offline_kaggle, tmp_path):  # noqa: F811
