@@ -245,10 +245,11 @@ data.download("folder", {str(tmp_path / 'clips')!r}, get_config("smoke"), audio_
         (tmp_path / f".clips.staging-{alive.pid}-busy").mkdir()  # another run, still building: kept
         (tmp_path / ".clips.abcd1234.tmp").mkdir()  # an older version's staging, two days old: removed
         os.utime(tmp_path / ".clips.abcd1234.tmp", (time.time() - 2 * 86400,) * 2)
-        (tmp_path / ".cache.staging-1-x").mkdir()  # another target's staging: not this run's business
+        other = f".cache.staging-{dead_pid()}-x"
+        (tmp_path / other).mkdir()  # another target's staging, dead too: left to the run that writes that target
         download("folder", tmp_path / "clips", smoke, audio_dir=mine, progress=False)
         assert sorted(p.name for p in tmp_path.iterdir()) == [
-            ".cache.staging-1-x", f".clips.staging-{alive.pid}-busy", "clips", "mine"]
+            other, f".clips.staging-{alive.pid}-busy", "clips", "mine"]
     finally:
         alive.kill()
         alive.wait()
