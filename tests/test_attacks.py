@@ -69,10 +69,10 @@ def recordings(folder: Path, n: int = 3, seconds: float = 4.5) -> Path:
     return folder
 
 
-def clip_folder(folder: Path, recs: tuple[str, ...] = ("100", "200", "300"), k: int = 2, base: float = 220) -> Path:
+def clip_folder(folder: Path, recs: tuple[str, ...] = ("100", "200", "300"), k: int = 2) -> Path:
     for r, rec in enumerate(recs):
         for j in range(k):
-            write_wav(folder / f"{rec}_{j}.wav", tone(2.0, freq=base + 55 * r + 20 * j))
+            write_wav(folder / f"{rec}_{j}.wav", tone(2.0, freq=220 + 55 * r + 20 * j))
     return folder
 
 
