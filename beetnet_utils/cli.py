@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .config import AMP_MODES, DEFAULT_PRESET, PRESETS, PROFILES
 from .data import SOURCES
-from .evaluate import markdown_table
+from .evaluate import markdown_table, save_report
 from .features import SPLITS
 from .pipeline import demo
 from .run import load_run
@@ -43,10 +43,10 @@ def _train(args: argparse.Namespace) -> None:
 def _evaluate(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, cache=args.cache)
     runs = {"beetnet": load_run(args.run, device=args.device)}
-    report = session.evaluate(runs, args.clips, (args.split,) if args.split else ("val", "test"),
-                              report=args.json, save=args.json is not None)
-    print(markdown_table(report))
+    report = session.evaluate(runs, args.clips, (args.split,) if args.split else ("val", "test"), save=False)
+    print(markdown_table(report))  # first, so a --json that cannot be written loses nothing computed
     if args.json:
+        save_report(report, args.json)
         print(f"report written to {args.json}")
 
 
@@ -104,6 +104,9 @@ def main(argv: list[str] | None = None) -> int:
         args.fn(args)
     except (BeetNetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a path that is a file, under a file, or not ours to write: the OS says which
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''} (nothing was replaced)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: every file BeetNet had finished writing is intact; run the same command to continue",

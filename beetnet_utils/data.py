@@ -3,15 +3,24 @@
 `kaggle` is the curated set the original used; `musicnet` rebuilds it from MusicNet
 with consecutive, non-overlapping segments; `folder` takes a user's own recordings;
 `demo` synthesises a small Beethoven set in code. A finished folder carries a
-`manifest.json`, so asking again for the same thing reuses it.
+`manifest.json`, so asking again for the same inputs (by content) reuses it, and only a folder
+carrying one is ever replaced.
+
+Every read of audio goes through `read_audio` and `check_samples`, here and in features.py: only
+regular files are opened, and bad samples are counted under a reason instead of written as clips.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import io
 import json
 import os
 import re
 import shutil
+import tarfile
+import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,11 +33,16 @@ from tqdm.auto import tqdm
 
 from . import synth
 from .config import Config, DataConfig, FeatureConfig, stable_hash
-from .storage import BeetNetError, atomic_dir
+from .storage import (MARKERS, BeetNetError, NotRegularFileError, atomic_dir, beetnet_output, check_not_inside,
+                      claim_output, content_hash, disk_full_error, open_regular, recover)
 
 SOURCES = ("kaggle", "musicnet", "folder", "demo")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
-MANIFEST = "manifest.json"
+MANIFEST = MARKERS["clips"]
+KAGGLE_STALL_SECONDS = 60.0  # a Kaggle download that receives nothing for this long ends with an error
+CLIPPED_LEVEL = 0.999  # full scale, as |sample|
+CLIPPED_FRACTION = 0.05  # more samples than this at full scale: clipped (a full-scale sine has 2.8%, music far less)
+UNREADABLE = "unreadable (corrupt or not audio)"
 _CLIP_NAME = re.compile(r"^(?P<rec>.+)_(?P<k>\d+)\.wav$")
 
 
@@ -39,6 +53,7 @@ class ClipFolder:
     clips: int
     recordings: dict[str, int]  # recording id -> clip count
     skipped: dict[str, int] = field(default_factory=dict)  # reason -> input files passed over
+    fixed: dict[str, int] = field(default_factory=dict)  # repair -> input files repaired
     clip_seconds: float = FeatureConfig.clip_seconds
 
     @property
@@ -53,8 +68,9 @@ class ClipFolder:
 
     def summary(self) -> str:
         skips = ", ".join(f"{n} {r}" for r, n in self.skipped.items()) or "none"
+        fixes = "".join(f"; fixed inputs: {n} {r}" for r, n in self.fixed.items())
         return (f"{self.clips} clips from {len(self.recordings)} recordings ({self.hours:.2f} h) "
-                f"in {self.path} [source: {self.source}; skipped inputs: {skips}]")
+                f"in {self.path} [source: {self.source}; skipped inputs: {skips}{fixes}]")
 
 
 def parse_clip_name(name: str) -> tuple[str, int]:
@@ -66,17 +82,66 @@ def parse_clip_name(name: str) -> tuple[str, int]:
 
 
 def list_clips(folder: Path) -> list[Path]:
-    """Every clip in the folder, in a stable order (recording, then k)."""
+    """Every clip in the folder, in a stable order (recording, then k). A folder that a run killed while
+    replacing it left aside is put back first (storage.recover)."""
     folder = Path(folder)
+    recover(folder)
     if not folder.is_dir():
         raise BeetNetError(f"clip folder {folder} does not exist: run `python -m beetnet_utils download` first")
     clips = [p for p in folder.iterdir() if _CLIP_NAME.match(p.name)]
     return sorted(clips, key=lambda p: (parse_clip_name(p.name)[0], parse_clip_name(p.name)[1]))
 
 
-def describe(folder: Path, source: str = "?", skipped: dict[str, int] | None = None) -> ClipFolder:
+def describe(folder: Path, source: str = "?", skipped: dict[str, int] | None = None,
+             fixed: dict[str, int] | None = None) -> ClipFolder:
     counts = Counter(parse_clip_name(p.name)[0] for p in list_clips(folder))
-    return ClipFolder(Path(folder), source, sum(counts.values()), dict(sorted(counts.items())), skipped or {})
+    return ClipFolder(Path(folder), source, sum(counts.values()), dict(sorted(counts.items())), skipped or {},
+                      fixed or {})
+
+
+# --- reading audio, and what is wrong with it ----------------------------------------------------
+
+def read_audio(path: Path) -> tuple[np.ndarray | None, int, str | None]:
+    """(frames, channels) float32 samples and the rate, or a skip reason. Only regular files are
+    opened: a FIFO named like audio would block the read forever."""
+    try:
+        with open_regular(path) as f:
+            audio, sr = sf.read(f, dtype="float32", always_2d=True)
+    except NotRegularFileError:
+        return None, 0, "not a regular file (FIFO, device or folder)"
+    except OSError as exc:
+        gone = exc.errno in (errno.ENOENT, errno.ELOOP)
+        return None, 0, "missing (broken or looping symlink)" if gone else f"unreadable ({exc.strerror})"
+    except Exception:  # libsndfile's errors carry no type worth telling apart
+        return None, 0, UNREADABLE
+    return audio, sr, None
+
+
+def check_samples(audio: np.ndarray) -> tuple[np.ndarray | None, str | None, list[str]]:
+    """Returns (audio, skip reason, fixes). NaN or inf anywhere is corruption (written as 16-bit it
+    became full-scale noise). Float samples beyond ±1 are scaled down by the peak, a fix: clipping them
+    would distort. Then a file with more than CLIPPED_FRACTION of its samples at full scale is clipped."""
+    if not np.isfinite(audio).all():
+        return None, "corrupt (NaN or inf samples)", []
+    fixes = []
+    peak = float(np.abs(audio).max()) if audio.size else 0.0
+    if peak > 1.0:
+        audio = audio / peak
+        fixes.append("scaled down (float samples beyond ±1)")
+    if audio.size and np.count_nonzero(np.abs(audio) >= CLIPPED_LEVEL) > CLIPPED_FRACTION * audio.size:
+        return None, f"clipped (over {CLIPPED_FRACTION:.0%} of samples at full scale)", fixes
+    return audio, None, fixes
+
+
+def silence_reason(x: np.ndarray, threshold: float) -> str | None:
+    """'silent' if all zero or mean |x| is below `threshold` of the peak (the original's test);
+    'constant' if only a DC offset passes that test, which is no sound either."""
+    peak = float(np.abs(x).max()) if x.size else 0.0
+    if peak == 0 or np.abs(x).mean() / peak < threshold:
+        return "silent"
+    if np.abs(x - x.mean()).mean() / peak < threshold:
+        return "constant (DC offset, no sound)"
+    return None
 
 
 def segment(audio: np.ndarray, sr: int, features: FeatureConfig) -> list[np.ndarray]:
@@ -91,22 +156,27 @@ def segment(audio: np.ndarray, sr: int, features: FeatureConfig) -> list[np.ndar
 
 
 def write_clips(out: Path, recording: str, clips: list[np.ndarray], sr: int) -> int:
+    """Encode in memory, then write with Python's own I/O: a full disk is then an OSError that says so,
+    where libsndfile says only "System error."."""
     for k, clip in enumerate(clips):
-        sf.write(out / f"{recording}_{k}.wav", np.clip(clip, -1.0, 1.0), sr, subtype="PCM_16")
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(clip, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
+        (out / f"{recording}_{k}.wav").write_bytes(buf.getvalue())
     return len(clips)
 
 
 def _reuse(out: Path, key: dict) -> ClipFolder | None:
-    manifest = out / MANIFEST
-    if manifest.exists():
-        saved = json.loads(manifest.read_text())
+    """The folder at `out` if it was made from the same inputs; `out` is claimed (ours, or absent)."""
+    with contextlib.suppress(OSError, ValueError):
+        saved = json.loads((out / MANIFEST).read_text())
         if saved.get("key") == key:
-            return describe(out, key["source"], saved.get("skipped"))
+            return describe(out, key["source"], saved.get("skipped"), saved.get("fixed"))
     return None
 
 
-def _finish(staging: Path, key: dict, skipped: Counter) -> None:
-    (staging / MANIFEST).write_text(json.dumps({"key": key, "skipped": dict(skipped)}, indent=2))
+def _finish(staging: Path, key: dict, skipped: Counter, fixed: Counter | None = None) -> None:
+    manifest = {"beetnet": "clips", "key": key, "skipped": dict(skipped), "fixed": dict(fixed or {})}
+    (staging / MANIFEST).write_text(json.dumps(manifest, indent=2))
 
 
 # --- demo --------------------------------------------------------------------------------------
@@ -115,6 +185,7 @@ def make_demo(out: Path, data: DataConfig, features: FeatureConfig, progress: bo
     """Synthesise `data.demo_recordings` recordings of about `data.demo_seconds` each."""
     key = {"source": "demo", "recordings": data.demo_recordings, "seconds": data.demo_seconds,
            "features": stable_hash(features), "version": 1}
+    claim_output(out, "clips")
     if (done := _reuse(out, key)) is not None:
         return done
     with atomic_dir(out) as staging:
@@ -137,87 +208,175 @@ def _recording_id(path: Path, taken: set[str]) -> str:
     return rid
 
 
+def _audio_files(audio_dir: Path) -> list[Path]:
+    """Every entry named like audio under `audio_dir`, leaving out BeetNet's own outputs (and the
+    staging folders of killed runs): their clips would come back as recordings."""
+    found = []
+    for root, dirs, names in os.walk(audio_dir):
+        dirs[:] = [d for d in dirs if beetnet_output(Path(root, d)) is None]
+        found += [Path(root, n) for n in names if Path(n).suffix.lower() in AUDIO_EXTENSIONS]
+    return sorted(found)
+
+
 def from_folder(audio_dir: Path, out: Path, features: FeatureConfig, source: str = "folder",
                 files: list[Path] | None = None, progress: bool = True) -> ClipFolder:
-    """Segment every readable recording under `audio_dir`; unreadable files are counted, not fatal."""
-    audio_dir = Path(audio_dir)
+    """Segment every readable recording under `audio_dir`; bad files are counted by reason, not fatal.
+
+    A recording is skipped whole if it is not a regular file, unreadable, has NaN or inf samples, is
+    clipped, or is silent or constant (the same tests as each clip gets in features.load_clip).
+    """
+    audio_dir, out = Path(audio_dir), Path(out)
+    check_not_inside(out, audio_dir)
+    claim_output(out, "clips")
     if files is None:
         if not audio_dir.is_dir():
             raise BeetNetError(f"audio folder {audio_dir} does not exist: pass --audio-dir with your recordings")
-        files = sorted(p for p in audio_dir.rglob("*") if p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+        if (kind := beetnet_output(audio_dir)) is not None:
+            raise BeetNetError(f"audio folder {audio_dir} is BeetNet's own {kind} output, not recordings: "
+                               "pass a folder of your recordings to --audio-dir")
+        files = _audio_files(audio_dir)
     if not files:
         raise BeetNetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {audio_dir}: "
                            "add recordings or use --source demo")
-    key = {"source": source, "inputs": stable_hash([(str(p), p.stat().st_size) for p in files]),
-           "features": stable_hash(features), "version": 1}
+    key = {"source": source, "inputs": content_hash(files, name=str), "features": stable_hash(features),
+           "version": 2}
     if (done := _reuse(out, key)) is not None:
         return done
     skipped: Counter = Counter()
+    fixed: Counter = Counter()
     taken: set[str] = set()
     with atomic_dir(out) as staging:
         for path in tqdm(files, desc="recordings", disable=not progress):
-            try:
-                audio, sr = sf.read(path, dtype="float32", always_2d=True)
-            except Exception:
-                skipped["unreadable"] += 1
+            audio, sr, reason = read_audio(path)
+            fixes = []
+            if reason is None:
+                audio, reason, fixes = check_samples(audio)
+            if reason is None:
+                audio = audio.mean(axis=1)
+                reason = silence_reason(audio, features.silence_threshold)
+            if reason is None and not (clips := segment(audio, sr, features)):
+                reason = "shorter than one clip"
+            if reason:
+                skipped[reason] += 1
                 continue
-            clips = segment(audio, sr, features)
-            if not clips:
-                skipped["shorter than one clip"] += 1
-                continue
+            fixed.update(fixes)
             write_clips(staging, _recording_id(path, taken), clips, features.sample_rate)
         if not any(staging.iterdir()):
             raise BeetNetError(f"none of the {len(files)} audio files in {audio_dir} gave a clip "
                                f"({dict(skipped)}): check the files or use --source demo")
-        _finish(staging, key, skipped)
-    return describe(out, source, dict(skipped))
+        _finish(staging, key, skipped, fixed)
+    return describe(out, source, dict(skipped), dict(fixed))
 
 
 # --- Kaggle ------------------------------------------------------------------------------------
 
-def kaggle_download(handle: str) -> Path:
-    """kagglehub with one-line errors. Pin the handle's version: an unpinned one asks the server every time."""
+@contextlib.contextmanager
+def _requests_timeout(seconds: float):
+    """kagglesdk sends its requests with no timeout, so a server that accepts the connection and never
+    answers hangs it forever. While this is active, a requests call made without a timeout gets one:
+    `seconds` to connect, and `seconds` of silence between bytes (the whole download may take longer)."""
+    import requests
+
+    send = requests.Session.send
+
+    def send_with_timeout(self, request, **kwargs):
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = seconds
+        return send(self, request, **kwargs)
+
+    requests.Session.send = send_with_timeout
+    try:
+        yield
+    finally:
+        requests.Session.send = send
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+
+
+def kaggle_download(handle: str, stall_seconds: float = KAGGLE_STALL_SECONDS) -> Path:
+    """kagglehub with one-line errors. Pin the handle's version: an unpinned one asks the server every time.
+
+    A download that receives nothing for `stall_seconds` ends with an error (each request then takes at
+    most about twice that to fail: connect, then silence).
+    """
     import kagglehub
     import requests
     from kagglehub import exceptions as kx
+    from urllib3.exceptions import ReadTimeoutError
 
     hint = "use --source demo, or --source folder --audio-dir DIR with your own recordings"
+    creds = ("the public dataset needs no credentials: unset KAGGLE_API_TOKEN (or KAGGLE_USERNAME/KAGGLE_KEY), "
+             "or set valid ones with kagglehub.login() or the Colab secrets")
     try:
-        return Path(kagglehub.dataset_download(handle))
-    except (requests.ConnectionError, requests.Timeout) as exc:
+        with _requests_timeout(stall_seconds):
+            return Path(kagglehub.dataset_download(handle))
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        # a stall in the middle of the body arrives as a ConnectionError that wraps urllib3's ReadTimeoutError
+        if isinstance(exc, requests.Timeout) or any(isinstance(a, ReadTimeoutError) for a in exc.args):
+            raise BeetNetError(f"Kaggle stopped answering (nothing for {stall_seconds:g} s) while fetching "
+                               f"{handle}: try again later, or {hint}") from exc
         raise BeetNetError(f"Kaggle is unreachable (no network?) while fetching {handle}: {hint}") from exc
+    except requests.exceptions.ChunkedEncodingError as exc:
+        raise BeetNetError(f"the connection to Kaggle broke off while fetching {handle}: run again, or {hint}") from exc
     except (kx.UnauthenticatedError, kx.CredentialError) as exc:
-        raise BeetNetError(f"Kaggle refused the credentials for {handle}: set KAGGLE_USERNAME/KAGGLE_KEY "
-                           f"or add the Colab secrets, or {hint}") from exc
+        raise BeetNetError(f"Kaggle refused the credentials for {handle}: {creds}; or {hint}") from exc
+    except (kx.KaggleEnvironmentError, kx.ColabEnvironmentError) as exc:
+        raise BeetNetError(f"kagglehub could not use this notebook environment's Kaggle access for {handle} "
+                           f"({_first_line(exc)}): {creds}; or {hint}") from exc
+    except kx.BackendError as exc:
+        raise BeetNetError(f"Kaggle reported an error for {handle} ({_first_line(exc)}): try again later, "
+                           f"or {hint}") from exc
+    except (kx.DataCorruptionError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        raise BeetNetError(f"the download of {handle} arrived damaged ({type(exc).__name__}): run again, "
+                           f"or {hint}") from exc
+    except ValueError as exc:  # kagglehub's own refusals, such as "Unsupported archive type."
+        raise BeetNetError(f"kagglehub could not fetch {handle} ({_first_line(exc)}): run again, or {hint}") from exc
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
-        what = {401: "needs Kaggle credentials", 403: "is forbidden (accept its terms on kaggle.com?)",
+        what = {401: f"needs Kaggle credentials ({creds})", 403: "is forbidden (accept its terms on kaggle.com?)",
                 404: "was not found (check the handle and version)"}.get(status, f"failed (HTTP {status})")
         raise BeetNetError(f"Kaggle dataset {handle} {what}: {hint}") from exc
+    except OSError as exc:
+        where = Path(exc.filename or os.environ.get("KAGGLEHUB_CACHE", "~/.cache/kagglehub"))
+        raise (disk_full_error(exc, where) or exc) from exc
 
 
-def from_kaggle(out: Path, handle: str, progress: bool = True) -> ClipFolder:
+def _link_or_copy(files: list[Path], folder: Path, progress: bool) -> None:
+    for p in tqdm(files, desc="linking clips", disable=not progress):
+        try:
+            os.symlink(p, folder / p.name)
+        except OSError as exc:
+            if disk_full_error(exc, folder):
+                raise
+            shutil.copy2(p, folder / p.name)
+
+
+def from_kaggle(out: Path, handle: str, progress: bool = True,
+                stall_seconds: float = KAGGLE_STALL_SECONDS) -> ClipFolder:
     """Link (or copy) the Kaggle WAVs into `out`; the kagglehub folder itself is never written."""
-    root = kaggle_download(handle)
+    out = Path(out)
+    claim_output(out, "clips")
+    root = kaggle_download(handle, stall_seconds)
+    check_not_inside(out, root)
     wavs = sorted(p for p in root.rglob("*.wav") if _CLIP_NAME.match(p.name))
     if not wavs:
         raise BeetNetError(f"no {{recording}}_{{k}}.wav clips found under {root}: is {handle} the right dataset?")
-    key = {"source": "kaggle", "handle": handle, "root": str(root), "clips": len(wavs), "version": 1}
+    key = {"source": "kaggle", "handle": handle, "root": str(root), "clips": content_hash(wavs), "version": 2}
     if (done := _reuse(out, key)) is not None:
         return done
     with atomic_dir(out) as staging:
-        for p in tqdm(wavs, desc="linking clips", disable=not progress):
-            try:
-                os.symlink(p, staging / p.name)
-            except OSError:
-                shutil.copy2(p, staging / p.name)
+        _link_or_copy(wavs, staging, progress)
         _finish(staging, key, Counter())
     return describe(out, "kaggle")
 
 
-def from_musicnet(out: Path, handle: str, features: FeatureConfig, progress: bool = True) -> ClipFolder:
+def from_musicnet(out: Path, handle: str, features: FeatureConfig, progress: bool = True,
+                  stall_seconds: float = KAGGLE_STALL_SECONDS) -> ClipFolder:
     """Beethoven solo-piano recordings of MusicNet, cut into consecutive 2 s clips."""
-    root = kaggle_download(handle)
+    claim_output(out, "clips")
+    root = kaggle_download(handle, stall_seconds)
     meta = next(root.rglob("musicnet_metadata.csv"), None)
     if meta is None:
         raise BeetNetError(f"musicnet_metadata.csv not found under {root}: is {handle} the MusicNet dataset?")

@@ -5,12 +5,18 @@ AmplitudeToDB('amplitude') -> clamp to [-40, 60] dB, silent clips dropped. Unlik
 original, bad files are skipped and counted instead of crashing the loop, statistics
 come from the train split only, and the split is by recording (segments of one
 recording overlap in the Kaggle set, so a clip-level split would leak).
+
+The cache is keyed on the clips' content, not their names and sizes (every 2 s clip has the
+same size), and meta.json holds checksums of mels.npy and index.csv: a damaged or hand-edited
+cache is rebuilt by build_cache and refused by load_cache, never trusted.
 """
 from __future__ import annotations
 
 import csv
 import dataclasses
 import functools
+import hashlib
+import io
 import json
 import platform
 import multiprocessing as mp
@@ -27,10 +33,11 @@ import torchaudio
 from tqdm.auto import tqdm
 
 from .config import DataConfig, FeatureConfig, stable_hash
-from .data import MANIFEST, list_clips, parse_clip_name
-from .storage import BeetNetError, atomic_dir
+from .data import MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason
+from .storage import BeetNetError, atomic_dir, check_not_inside, claim_output, content_hash, recover
 
 SPLITS = ("train", "val", "test")
+CACHE_VERSION = 2  # 2: content-keyed, with checksums of mels.npy and index.csv
 _CHUNK = 128  # clips per task
 
 
@@ -52,20 +59,20 @@ def mel_db(wav: torch.Tensor, features: FeatureConfig) -> torch.Tensor:
 def load_clip(path: Path, features: FeatureConfig) -> tuple[torch.Tensor | None, str | None, list[str]]:
     """Read one clip and make it conform. Returns (waveform, skip reason, fixes applied).
 
-    Rules: stereo is averaged to mono; another sample rate is resampled; a clip shorter than
+    Rules: only regular files are read; NaN or inf, or a clipped file, is skipped (data.check_samples);
+    stereo is averaged to mono; another sample rate is resampled; a clip shorter than
     `min_clip_fraction` of 2 s is skipped, a shorter-but-long-enough one is zero-padded, a
     longer one is trimmed to its first 2 s; silence (all zero, or mean |wav| below the
-    threshold after peak normalisation, as the original) is skipped.
+    threshold after peak normalisation, as the original) and a constant (DC) signal are skipped.
     """
-    fixes = []
-    try:
-        audio, sr = sf.read(path, dtype="float32", always_2d=True)
-    except Exception:
-        return None, "unreadable (corrupt or not audio)", fixes
+    audio, sr, reason = read_audio(path)
+    if reason:
+        return None, reason, []
     if audio.size == 0:
-        return None, "empty", fixes
-    if not np.isfinite(audio).all():
-        return None, "corrupt (NaN or inf samples)", fixes
+        return None, "empty", []
+    audio, reason, fixes = check_samples(audio)
+    if reason:
+        return None, reason, fixes
     wav = torch.from_numpy(audio.mean(axis=1) if audio.shape[1] > 1 else audio[:, 0])
     if audio.shape[1] > 1:
         fixes.append("down-mixed to mono")
@@ -85,8 +92,8 @@ def load_clip(path: Path, features: FeatureConfig) -> tuple[torch.Tensor | None,
     if peak == 0:
         return None, "silent", fixes
     wav = wav / peak
-    if wav.abs().mean() < features.silence_threshold:
-        return None, "silent", fixes
+    if reason := silence_reason(wav.numpy(), features.silence_threshold):
+        return None, reason, fixes
     return wav, None, fixes
 
 
@@ -226,37 +233,75 @@ class MelCache:
                 "skipped": self.meta["skipped"], "fixed": self.meta["fixed"]}
 
 
-def _clips_hash(clips: list[Path]) -> str:
-    return stable_hash([(p.name, p.stat().st_size) for p in clips])
+def _digest(data) -> str:
+    return hashlib.sha256(data).hexdigest()[:32]
 
 
-def load_cache(path: Path) -> MelCache:
-    path = Path(path)
-    if not (path / "meta.json").exists():
-        raise BeetNetError(f"no mel cache at {path}: run `python -m beetnet_utils cache --clips CLIPS --out {path}`")
-    meta = json.loads((path / "meta.json").read_text())
-    with open(path / "index.csv", newline="") as f:
-        rows = list(csv.DictReader(f))
-    mels = np.load(path / "mels.npy", mmap_mode=None)
-    if len(rows) != len(mels):
-        raise BeetNetError(f"mel cache at {path} is inconsistent ({len(rows)} index rows, {len(mels)} mels): "
-                           "delete it and build it again")
+def _verified(path: Path) -> MelCache | str:
+    """The cache at `path`, checked against its meta.json; or why it cannot be trusted."""
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"meta.json is unreadable ({type(exc).__name__})"
+    if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
+        return "made by an older BeetNet, without checksums"
+    try:
+        index = (path / "index.csv").read_bytes()
+    except FileNotFoundError:
+        return "index.csv is missing"
+    except OSError as exc:
+        return f"index.csv is unreadable ({exc.strerror})"
+    try:
+        mels = np.load(path / "mels.npy")
+    except FileNotFoundError:
+        return "mels.npy is missing"
+    except (OSError, ValueError, EOFError) as exc:  # numpy says EOFError for 0 bytes, ValueError when truncated
+        return f"mels.npy is unreadable or truncated ({type(exc).__name__})"
+    if _digest(index) != meta.get("index_hash"):
+        return "index.csv changed after the cache was built (edited splits or names?)"
+    try:
+        rows = list(csv.DictReader(io.StringIO(index.decode())))
+        f = FeatureConfig(**meta["features"])
+    except (KeyError, TypeError, UnicodeDecodeError) as exc:
+        return f"meta.json or index.csv is incomplete ({type(exc).__name__})"
+    expected = (len(rows), f.n_mels, f.n_frames)
+    if mels.shape != expected or mels.dtype != np.float16:
+        return f"mels.npy holds {mels.dtype} {mels.shape}, index.csv and meta.json say float16 {expected}"
+    if _digest(np.ascontiguousarray(mels)) != meta.get("mels_hash"):
+        return "mels.npy changed after the cache was built"
     return MelCache(path, mels, [r["name"] for r in rows], np.array([r["recording"] for r in rows]),
                     np.array([r["split"] for r in rows]), meta)
 
 
+def load_cache(path: Path) -> MelCache:
+    """The cache at `path`, after checking every file against the checksums in its meta.json."""
+    path = Path(path)
+    recover(path)
+    if not (path / "meta.json").exists():
+        raise BeetNetError(f"no mel cache at {path}: run `python -m beetnet_utils cache --clips CLIPS --out {path}`")
+    cache = _verified(path)
+    if isinstance(cache, str):
+        raise BeetNetError(f"mel cache at {path} cannot be used ({cache}): build it again with "
+                           f"`python -m beetnet_utils cache --clips CLIPS --out {path}`")
+    return cache
+
+
 def _stale_reason(path: Path, features: FeatureConfig, clips_hash: str, split_config: dict) -> str | None:
-    """Why an existing cache cannot be reused, or None if it can."""
-    meta_path = path / "meta.json"
-    if not meta_path.exists():
-        return "no cache yet" if not path.exists() else "incomplete cache (no meta.json)"
-    meta = json.loads(meta_path.read_text())
+    """Why an existing cache cannot be reused (by its settings), or None if it may be."""
+    if not (path / "meta.json").exists():
+        return "no cache yet"
+    try:
+        meta = json.loads((path / "meta.json").read_text())
+    except (OSError, ValueError) as exc:
+        return f"meta.json is unreadable ({type(exc).__name__})"
     if meta.get("feature_hash") != stable_hash(features):
         old, new = meta.get("features", {}), dataclasses.asdict(features)
         diff = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in new.items() if old.get(k) != v)
         return f"feature settings changed ({diff or 'hash differs'})"
+    if meta.get("version") != CACHE_VERSION:
+        return "made by an older BeetNet, without checksums"
     if meta.get("clips_hash") != clips_hash:
-        return "the clip folder changed (files added, removed or resized)"
+        return "the clip folder changed (files added, removed or rewritten)"
     if meta.get("split_config") != split_config:
         return f"split settings changed ({meta.get('split_config')} -> {split_config})"
     return None
@@ -270,19 +315,24 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     """
     clips_dir, out = Path(clips_dir), Path(out)
     clips = list_clips(clips_dir)
+    check_not_inside(out, clips_dir)
+    claim_output(out, "cache")
     clip_names = {p.name for p in clips}
     others = [p.name for p in clips_dir.iterdir()
               if p.name != MANIFEST and not p.name.startswith(".") and p.name not in clip_names]
     if not clips:
         raise BeetNetError(f"no {{recording}}_{{k}}.wav clips in {clips_dir}: run the download step first")
-    feature_hash, clips_hash = stable_hash(features), _clips_hash(clips)
+    feature_hash, clips_hash = stable_hash(features), content_hash(clips)
     split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
                     if split else {"all": "test"})
     split_recs = (lambda recs: split_recordings(recs, data)) if split else (lambda recs: dict.fromkeys(recs, "test"))
     reason = _stale_reason(out, features, clips_hash, split_config)
     if reason is None:
-        log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
-        return load_cache(out)
+        cache = _verified(out)
+        if isinstance(cache, MelCache):
+            log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
+            return cache
+        reason = f"the cache is damaged: {cache}"
     log(f"building mel cache {out}: {reason}")
 
     # Split first (recordings are known from the names), so the cache is written in split order.
@@ -315,7 +365,14 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     splits = np.array([split_of[r] for r in recordings])
     n_train = int((splits == "train").sum())
     mean, std = db_stats(mels[:n_train] if n_train else mels)
+    mels = np.ascontiguousarray(mels)
+    index = io.StringIO(newline="")
+    w = csv.writer(index)
+    w.writerow(["name", "recording", "split"])
+    w.writerows(zip(names, recordings, splits))
+    index_bytes = index.getvalue().encode()
     meta = {
+        "beetnet": "cache", "version": CACHE_VERSION, "index_hash": _digest(index_bytes), "mels_hash": _digest(mels),
         "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
         "clips_dir": str(clips_dir), "split_config": split_config,
         "stats": {"mean": mean, "std": std, "fitted_on": "train" if n_train else "all (evaluation only)"},
@@ -325,10 +382,7 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     }
     with atomic_dir(out) as staging:
         np.save(staging / "mels.npy", mels)
-        with open(staging / "index.csv", "w", newline="") as f:
-            w = csv.writer(f)
-            w.writerow(["name", "recording", "split"])
-            w.writerows(zip(names, recordings, splits))
+        (staging / "index.csv").write_bytes(index_bytes)
         (staging / "meta.json").write_text(json.dumps(meta, indent=2))
     total_skips = sum(skipped.values())
     log(f"cached {len(names)} clips; skipped {total_skips}" + (f" ({dict(skipped)})" if total_skips else "")

@@ -9,6 +9,7 @@ So either one can resume training, and either one can be loaded for use.
 """
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,7 @@ import torch
 from .config import Config
 from .model import build_model, refine as fit_codes
 from .runtime import device as pick_device
-from .storage import BeetNetError, atomic_write
+from .storage import MARKERS, BeetNetError, atomic_write, check_not_inside, claim_output, owned
 
 CHECKPOINT_FORMAT = 2
 CHECKPOINTS = ("last", "best")
@@ -28,8 +29,14 @@ RESUMABLE_CHANGES = {"train.epochs", "train.minutes", "train.amp", "profile"}
 
 
 def save_checkpoint(ckpt: dict, path: Path) -> Path:
-    """Atomically: a kill or a full disk leaves the previous file intact."""
-    return atomic_write(path, lambda tmp: torch.save(ckpt, tmp))
+    """Atomically: a kill or a full disk leaves the previous file intact.
+
+    Serialised in memory first, so a full disk surfaces as the OS's own error ("disk full while
+    writing PATH"), not as torch's "enforce fail ... unexpected pos".
+    """
+    buf = io.BytesIO()
+    torch.save(ckpt, buf)
+    return atomic_write(path, lambda tmp: tmp.write_bytes(buf.getbuffer()))
 
 
 def _read(path: Path) -> dict:
@@ -57,6 +64,16 @@ def load_checkpoint(run_dir: Path, name: str = "last", log=print) -> dict | None
             log(f"warning: using {path.name} (epoch {ckpt['epoch']}) because {name}.pt is missing or unreadable")
         return ckpt
     return None
+
+
+def claim_run_dir(run_dir: Path, cache_dir: Path) -> Path:
+    """A run folder is new, empty or already a run (its run.json says so), and never the cache or inside it."""
+    run_dir = claim_output(run_dir, "run")
+    check_not_inside(run_dir, cache_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not owned(run_dir, "run"):
+        atomic_write(run_dir / MARKERS["run"], lambda p: p.write_text(json.dumps({"beetnet": "run"})))
+    return run_dir
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:

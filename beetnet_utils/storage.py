@@ -1,19 +1,43 @@
-"""Atomic writes: a crash, a SIGKILL or a full disk leaves either the old file or the new one."""
+"""Safe outputs: BeetNet replaces only folders it owns, atomically, and never inside its own inputs.
+
+A crash, a SIGKILL or a full disk leaves either the old file or folder or the new one, never neither;
+what a killed run leaves beside its target (a staging folder, an `.old-PID` folder) is cleaned up, or
+put back, by the next run that writes the same target.
+"""
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import errno
+import hashlib
+import json
 import os
+import re
 import shutil
+import stat
+import sys
 import tempfile
+import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import BinaryIO, Callable, Iterable, Iterator
 
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_LEGACY_STAGING_AGE_S = 24 * 3600  # staging of versions that did not put a PID in the name: stale after a day
+
+# The marker file each kind of output carries. A folder with one of these, holding a JSON object whose
+# "beetnet" is the kind, is BeetNet's: it may be replaced, and it is never read as input audio.
+MARKERS = {"clips": "manifest.json", "cache": "meta.json", "run": "run.json"}
+# Markers written before they named their kind are recognised by these keys.
+_LEGACY_KEYS = {"clips": {"key", "skipped"}, "cache": {"feature_hash", "clips_hash", "split_config"}}
+_LEFTOVER = re.compile(r"^\..+\.(staging|old)-\d+(-.*)?$")  # what atomic_dir and atomic_write leave when killed
 
 
 class BeetNetError(RuntimeError):
     """An error a user can act on; the CLI prints its one-line message without a traceback."""
+
+
+class NotRegularFileError(OSError):
+    """A FIFO, device or folder where a file was expected: reading it could block forever."""
 
 
 def disk_full_error(exc: OSError, target: Path) -> BeetNetError | None:
@@ -24,11 +48,215 @@ def disk_full_error(exc: OSError, target: Path) -> BeetNetError | None:
     return None
 
 
+# --- reading ----------------------------------------------------------------------------------
+
+def open_regular(path: Path) -> BinaryIO:
+    """Open a regular file for reading; anything else raises NotRegularFileError without blocking.
+
+    O_NONBLOCK lets the open of a FIFO return at once, and fstat on the open file (not the name)
+    leaves no gap for a swap between the check and the read.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise NotRegularFileError(errno.EINVAL, "not a regular file", str(path))
+    return os.fdopen(fd, "rb")
+
+
+def _file_digest(path: Path) -> bytes:
+    try:
+        with open_regular(path) as f:
+            h = hashlib.sha256(os.fstat(f.fileno()).st_size.to_bytes(8, "little"))
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+            return h.digest()
+    except OSError as exc:
+        return f"unreadable {type(exc).__name__} {exc.errno}".encode()
+
+
+def content_hash(paths: Iterable[Path], name: Callable[[Path], str] = lambda p: p.name) -> str:
+    """sha256 of each file's name, size and bytes, in order. Names and sizes alone are not enough: every
+    2 s 16-bit clip has the same size. A file that cannot be opened counts by its error. sha256 runs in
+    hardware on most CPUs, twice blake2b's speed here; threads were slower on 2 busy cores."""
+    h = hashlib.sha256()
+    for p in paths:
+        h.update(name(p).encode() + b"\0" + _file_digest(p))
+    return h.hexdigest()[:32]
+
+
+# --- owned outputs ----------------------------------------------------------------------------
+
+def owned(folder: Path, kind: str, marker: str | None = None) -> bool:
+    """Does `folder` carry BeetNet's marker for this kind of output?"""
+    marker_path = Path(folder) / (marker or MARKERS[kind])
+    try:
+        with open_regular(marker_path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return False
+    if not isinstance(saved, dict):
+        return False
+    if "beetnet" in saved:
+        return saved["beetnet"] == kind
+    return kind in _LEGACY_KEYS and _LEGACY_KEYS[kind] <= saved.keys()
+
+
+def beetnet_output(folder: Path) -> str | None:
+    """The kind of BeetNet output `folder` is ('clips', 'cache', 'staging'), or None.
+    Such folders are never read as input: their clips would come back as recordings."""
+    if _LEFTOVER.match(Path(folder).name):
+        return "staging"
+    return next((kind for kind in MARKERS if owned(folder, kind)), None)
+
+
+def claim_output(path: Path, kind: str, marker: str | None = None) -> Path:
+    """Refuse to write `path` unless it is new, an empty folder, or carries `marker` (default MARKERS[kind]):
+    a JSON object whose "beetnet" is `kind`. Call it before reading or replacing anything there.
+
+    Also puts back a folder that a run killed in the middle of replacing it left aside (see recover).
+    """
+    path = Path(path)
+    marker = marker or MARKERS[kind]
+    recover(path)
+    if not os.path.lexists(path):
+        return path
+    if not path.is_dir():
+        raise BeetNetError(f"{path} exists and is not a folder: choose a new folder as the {kind} output "
+                           "(nothing was changed)")
+    if any(path.iterdir()) and not owned(path, kind, marker):
+        raise BeetNetError(f"{path} holds files BeetNet did not write (no {kind} {marker}): choose a new or "
+                           "empty folder as the output (nothing was changed)")
+    return path
+
+
+def check_not_inside(output: Path, *inputs: Path) -> None:
+    """Refuse an output that is an input, lies inside one, or holds one: replacing it would lose the input
+    or read the output back in as input."""
+    out = Path(output).resolve()
+    for given in inputs:
+        src = Path(given).resolve()
+        if out == src:
+            raise BeetNetError(f"the output {output} is the input folder itself: choose another output folder "
+                               "(nothing was changed)")
+        if src in out.parents:
+            raise BeetNetError(f"the output {output} is inside the input folder {given}: choose an output outside "
+                               "it (nothing was changed)")
+        if out in src.parents:
+            raise BeetNetError(f"the input {given} is inside the output folder {output}, which would be replaced: "
+                               "choose another output folder (nothing was changed)")
+
+
+# --- leftovers of killed runs -----------------------------------------------------------------
+
+def _leftovers(target: Path) -> Iterator[tuple[Path, str, int | None]]:
+    """(path, 'staging' | 'old', pid) for what runs writing `target` may leave beside it."""
+    ours = re.compile(rf"^\.{re.escape(target.name)}\.(staging|old)-(\d+)(-.*)?$")
+    legacy = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp$")  # tempfile names before PIDs
+    with contextlib.suppress(OSError):  # no parent folder, or one we may not list: nothing to clean
+        for entry in os.scandir(target.parent):
+            if m := ours.match(entry.name):
+                yield Path(entry.path), m[1], int(m[2])
+            elif legacy.match(entry.name):
+                yield Path(entry.path), "staging", None
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # EPERM: it exists, and belongs to someone else
+        return True
+    return True
+
+
+def _stale(path: Path, pid: int | None) -> bool:
+    if pid is not None:
+        return not _alive(pid)
+    try:
+        return time.time() - path.lstat().st_mtime > _LEGACY_STAGING_AGE_S
+    except FileNotFoundError:  # another run removed it first
+        return False
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def recover(target: Path) -> None:
+    """Put back the old copy a killed replacement left aside, and remove the staging of dead runs."""
+    target = Path(target)
+    left = list(_leftovers(target))
+    olds = sorted((p for p, what, pid in left if what == "old" and _stale(p, pid)), key=os.path.getmtime)
+    if olds and not os.path.lexists(target):
+        os.replace(olds.pop(), target)
+    for p, what, pid in left:
+        if (what == "staging" or p in olds) and _stale(p, pid):
+            _remove(p)
+
+
+def _staging_prefix(target: Path) -> str:
+    return f".{target.name}.staging-{os.getpid()}-"
+
+
+# --- atomic replacement -----------------------------------------------------------------------
+
+_RENAME_EXCHANGE, _AT_FDCWD = 2, -100
+_libc = None
+if sys.platform.startswith("linux"):
+    with contextlib.suppress(OSError):
+        _libc = ctypes.CDLL(None, use_errno=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux renameat2 RENAME_EXCHANGE); False where that is not supported."""
+    renameat2 = getattr(_libc, "renameat2", None)
+    if renameat2 is None:
+        return False
+    if renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def replace_dir(staging: Path, target: Path) -> None:
+    """Move `staging` to `target`. The target path never goes missing: a swap where the OS has one,
+    else two renames whose kill in between leaves `.old-PID`, which `recover` puts back."""
+    if not os.path.lexists(target):
+        os.replace(staging, target)
+    elif _exchange(staging, target):
+        _remove(staging)  # now the old copy
+    else:
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        try:
+            os.replace(staging, target)
+        except BaseException:
+            os.replace(old, target)
+            raise
+        _remove(old)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for f in folder.iterdir():
+        if f.is_file() and not f.is_symlink():
+            with open(f, "rb") as fh:
+                os.fsync(fh.fileno())
+
+
 def atomic_write(target: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `target`, fsync it, then rename it over `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    recover(target)
+    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_staging_prefix(target))
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -47,25 +275,22 @@ def atomic_write(target: Path, write: Callable[[Path], None]) -> Path:
 
 @contextlib.contextmanager
 def atomic_dir(target: Path) -> Iterator[Path]:
-    """Yield a staging folder; on success it replaces `target` with two renames, else it is removed."""
+    """Yield a staging folder beside `target`; on success it replaces `target` (see replace_dir), else it
+    is removed. Claim the target first (claim_output): this replaces whatever folder is there."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    recover(target)
+    if os.path.lexists(target) and not target.is_dir():
+        raise BeetNetError(f"{target} exists and is not a folder: choose a new folder as the output "
+                           "(nothing was changed)")
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_staging_prefix(target)))
     try:
         yield staging
-        for f in staging.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
+        _fsync_tree(staging)
+        replace_dir(staging, target)
     except OSError as exc:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise (disk_full_error(exc, target) or exc) from exc
     except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
+        _remove(staging)
         raise
-    old = None
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
-    os.replace(staging, target)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

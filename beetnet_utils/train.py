@@ -27,7 +27,7 @@ from .config import Config, TrainConfig
 from .features import MelCache
 from .model import Autoencoder, build_model
 from .plots import loss_curves
-from .run import CHECKPOINT_FORMAT, check_resumable, load_checkpoint, save_checkpoint
+from .run import CHECKPOINT_FORMAT, check_resumable, claim_run_dir, load_checkpoint, save_checkpoint
 from .runtime import device as pick_device
 from .storage import BeetNetError, atomic_write
 
@@ -201,10 +201,7 @@ def split_tensors(cache: MelCache, dev: torch.device) -> tuple[torch.Tensor, tor
 def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None, progress: bool = True,
           log: Log = print) -> list[dict]:
     """Train (or resume) the model `cfg` describes on `cache`'s train split; returns the history."""
-    tc, run_dir = cfg.train, Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for stale in run_dir.glob(".*.pt.*.tmp"):  # left by a process killed while writing a checkpoint
-        stale.unlink()
+    tc, run_dir = cfg.train, claim_run_dir(run_dir, cache.path)
     dev = pick_device(device)
     precision = Precision.choose(dev, tc.amp)
     x_train, x_val = split_tensors(cache, dev)

@@ -66,7 +66,7 @@ def test_folder_source_takes_any_format_rate_and_channel_count(tmp_path, smoke):
     out = download("folder", tmp_path / "clips", smoke, audio_dir=src)
     assert_kaggle_layout(out.path)
     assert out.recordings == {"sonata-take-1": 2, "etude": 2, "waltz": 3, "rondo": 2}
-    assert out.skipped == {"unreadable": 1, "shorter than one clip": 1}
+    assert out.skipped == {"unreadable (corrupt or not audio)": 1, "shorter than one clip": 1}
 
 
 def test_empty_folder_and_missing_audio_dir_are_one_line_errors(tmp_path, smoke):

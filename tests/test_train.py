@@ -170,24 +170,23 @@ def test_load_run_round_trip_in_db(tmp_path, smoke, smoke_cache):
         load_run(tmp_path / "empty")
 
 
-# The kill lands in a stand-in for torch.save that writes 24 bytes and then waits: the moment a real
-# write would be half done. atomic_write's temporary file and rename are what is tested, not torch.save.
+# The kill lands while the real bytes of the second epoch's last.pt are being written (the first 4 KiB
+# are on disk): what is tested is that the previous last.pt survives, whole.
 KILLER = r"""
-import os, sys, time, torch
+import sys, time
+from pathlib import Path
 from beetnet_utils import get_config, load_cache
 from beetnet_utils.train import train
-real_save = torch.save
-saves = []
-def slow_save(obj, path, *a, **k):
-    saves.append(path)
-    if obj.get("epoch") == 2 and ".last.pt." in str(path):  # the second epoch's last.pt: write half, then hang
-        with open(path, "wb") as f:
-            f.write(b"PK\x03\x04 half a checkpoint")
-            f.flush()
-        print("WRITING", flush=True)
-        time.sleep(60)
-    return real_save(obj, path, *a, **k)
-torch.save = slow_save
+real_write, writes = Path.write_bytes, []
+def dying_write(self, data):  # the second last.pt: write its first bytes, then hang until killed
+    if ".last.pt." in self.name:
+        writes.append(self)
+        if len(writes) == 2:
+            real_write(self, bytes(data)[:4096])
+            print("WRITING", flush=True)
+            time.sleep(60)
+    return real_write(self, data)
+Path.write_bytes = dying_write
 cfg = get_config("smoke").replace(train={"epochs": 3})
 train(load_cache(sys.argv[1]), sys.argv[2], cfg, progress=False)
 """
@@ -204,10 +203,10 @@ def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(tmp_path, smok
         assert line or proc.poll() is None, proc.stderr.read()
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert list(run.glob(".last.pt.*.tmp")), "the kill should have hit mid-write"
+    assert list(run.glob(".last.pt.staging-*")), "the kill should have hit mid-write"
     ckpt = load_checkpoint(run)
     assert ckpt["epoch"] == 1  # the intact previous checkpoint
     said = []
     history = train(smoke_cache, run, smoke.replace(train={"epochs": 3}), progress=False, log=said.append)
     assert "after epoch 1" in said[0] and [h["epoch"] for h in history] == [1, 2, 3]
-    assert not list(run.glob(".*.tmp"))
+    assert not list(run.glob(".*staging*"))
