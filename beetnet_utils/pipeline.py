@@ -80,6 +80,8 @@ def run_notebooks(out: Path, profile: str = "demo", steps: tuple[Step, ...] = ST
                   notebooks_dir: Path = REPO / "notebooks", extra_env: dict[str, str] | None = None) -> Path:
     """Run the notebooks in order, each with BEETNET_PROFILE and BEETNET_HOME in its kernel's environment."""
     out = Path(out).resolve()
+    for folder in (out / "notebooks", out / "figures"):  # fail here, before any kernel starts
+        folder.mkdir(parents=True, exist_ok=True)
     base = dict(os.environ) | {"BEETNET_PROFILE": profile, "BEETNET_HOME": str(out)}
     started = time.perf_counter()
     for step in steps:

@@ -628,3 +628,117 @@ def test_attack_disk_full_while_downloading_from_kaggle_says_so(bad_kaggle, offl
     said = r.stdout.splitlines()[-1]  # above it, kagglesdk's TEST environment prints its requests
     assert said.startswith(f"disk full while writing {offline_kaggle}") and "nothing was replaced" in said
     assert "System error" not in r.stdout + r.stderr and not (tmp_path / "clips").exists()
+
+
+# --- 6. the CLI: ordinary mistakes end in one line and exit code 2; Ctrl-C in 130 --------------
+
+def cli(*args, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "beetnet_utils", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=300, **kw)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess, *words: str) -> None:
+    assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr[-3000:]
+    assert all(w in r.stderr for w in words), r.stderr
+
+
+@pytest.mark.parametrize("where", ["is a file", "under a file"])
+def test_attack_run_folder_that_is_a_file_or_under_one_is_one_line(tmp_path, smoke_cache, where):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    run = blocker if where == "is a file" else blocker / "run"
+    r = cli("train", "--cache", smoke_cache.path, "--run", run, "--profile", "smoke", "--epochs", "1")
+    assert_one_line_error(r, str(blocker))
+    assert blocker.read_text() == "mine"
+
+
+def test_attack_run_folder_inside_the_cache_or_holding_it_is_refused(tmp_path, smoke_cache):
+    before = tree(smoke_cache.path)
+    r = cli("train", "--cache", smoke_cache.path, "--run", smoke_cache.path / "run", "--profile", "smoke")
+    assert_one_line_error(r, "inside")
+    r = cli("train", "--cache", smoke_cache.path, "--run", smoke_cache.path.parent, "--profile", "smoke")
+    assert_one_line_error(r)
+    assert tree(smoke_cache.path) == before
+
+
+def test_attack_run_folder_of_unrelated_files_is_refused_and_kept(tmp_path, smoke_cache):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "cat.jpg").write_bytes(b"\xff\xd8 a cat")
+    r = cli("train", "--cache", smoke_cache.path, "--run", mine, "--profile", "smoke", "--epochs", "1")
+    assert_one_line_error(r, str(mine), "did not write")
+    assert tree(mine) == {"cat.jpg": hashlib.sha256(b"\xff\xd8 a cat").hexdigest()}
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_attack_json_report_that_cannot_be_written_keeps_the_table(tmp_path, smoke, smoke_cache, where):
+    from beetnet_utils.train import train
+
+    train(smoke_cache, tmp_path / "run", smoke.replace(train={"epochs": 1}), **quiet)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "folder").mkdir()
+    target = tmp_path / "file" / "r.json" if where == "under a file" else tmp_path / "folder"
+    r = cli("evaluate", "--run", tmp_path / "run", "--cache", smoke_cache.path, "--profile", "smoke", "--json", target)
+    assert_one_line_error(r)
+    assert "| beetnet |" in r.stdout and (tmp_path / "file").read_text() == "x" and not any((tmp_path / "folder").iterdir())
+
+
+def test_attack_demo_out_that_is_a_file_is_one_line(tmp_path):
+    (tmp_path / "out").write_text("mine")
+    r = cli("demo", "--out", tmp_path / "out", "--profile", "smoke")
+    assert_one_line_error(r)
+    assert (tmp_path / "out").read_text() == "mine"
+
+
+def test_attack_an_evaluation_folder_never_seen_does_not_wipe_a_neighbour(tmp_path, smoke, smoke_cache, smoke_clips):
+    """`evaluate --clips DIR/mine` caches DIR/mine's clips beside the run's cache as eval_mine: an unrelated
+    folder of that name is refused, not replaced."""
+    from beetnet_utils.train import train
+
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke_cache.path, cache)
+    train(load_cache(cache), tmp_path / "run", smoke.replace(train={"epochs": 1}), **quiet)
+    neighbour = tmp_path / "eval_mine"
+    neighbour.mkdir()
+    (neighbour / "thesis.tex").write_text("years of work")
+    shutil.copytree(smoke_clips.path, tmp_path / "mine")
+    r = cli("evaluate", "--run", tmp_path / "run", "--cache", cache, "--clips", tmp_path / "mine", "--profile", "smoke")
+    assert_one_line_error(r, str(neighbour))
+    assert (neighbour / "thesis.tex").read_text() == "years of work"
+
+
+def test_attack_ctrl_c_during_training_is_one_line_exit_130_and_resumes(tmp_path, smoke_cache):
+    run = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, "-m", "beetnet_utils", "train", "--cache", str(smoke_cache.path),
+                             "--run", str(run), "--profile", "smoke", "--epochs", "200", "--preset", "original"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (run / "last.pt").exists() and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    last = err.rstrip().rsplit("\n", 1)[-1]  # above it, the progress bar of the interrupted epoch
+    assert proc.returncode == 130 and last.startswith("interrupted") and "Traceback" not in err, err[-2000:]
+    r = cli("train", "--cache", smoke_cache.path, "--run", run, "--profile", "smoke", "--epochs", "200",
+            "--preset", "original", "--minutes", "0.0001")
+    assert r.returncode == 0 and "resuming" in r.stdout, r.stderr[-2000:]
+
+
+def test_attack_disk_full_while_writing_a_checkpoint_says_so_and_keeps_the_last_one(tmp_path, smoke_cache):
+    """RLIMIT_FSIZE between the first checkpoint's size and twice it: epoch 1 fits, later ones do not."""
+    from beetnet_utils.train import train
+    from beetnet_utils import get_config
+
+    run = tmp_path / "run"
+    train(smoke_cache, run, get_config("smoke").replace(train={"epochs": 1}), **quiet)
+    size = (run / "last.pt").stat().st_size
+    before = tree(run)
+    call = (f"from beetnet_utils import get_config, load_cache; from beetnet_utils.train import train; "
+            f"train(load_cache({str(smoke_cache.path)!r}), {str(run)!r}, "
+            f"get_config('smoke').replace(train={{'epochs': 3}}), progress=False, log=lambda m: None)")
+    r = run_python(DISK_FULL.format(limit=size // 2, call=call))
+    assert r.returncode == 3, r.stderr[-2000:]
+    assert r.stdout.startswith(f"disk full while writing {run}") and r.stdout.count("\n") == 1, r.stdout
+    assert "enforce fail" not in r.stdout + r.stderr
+    assert {k: v for k, v in tree(run).items() if k.endswith(".pt")} == {k: v for k, v in before.items() if k.endswith(".pt")}
