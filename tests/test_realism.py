@@ -5,7 +5,9 @@ import numpy as np
 import pytest
 from scipy.ndimage import uniform_filter1d
 
-from beetnet_utils.realism import FeatureSpace, compare, frechet_distance, realism_report, two_sample_accuracy
+from beetnet_utils.pca import PCA
+from beetnet_utils.realism import (FeatureSpace, compare, frechet_distance, model_realism, realism_report,
+                                   two_sample_accuracy)
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +102,35 @@ def test_the_report_points_at_the_spoilt_stage(space, clips):
     bad = realism_report(space, real, decoder(real), shuffle_frames(good_prior), decoder(unseen))
     assert bad["prior"]["accuracy"] > 0.9 and bad["prior"]["frechet"] > 5 * bad["floor"]["frechet"]
     assert bad["decoder"] == rows["decoder"]  # the prior's rows do not touch the decoder's
+
+
+class PCAModel:
+    """A real linear autoencoder with a Gaussian prior on its codes, standing in for a trained run."""
+
+    def __init__(self, train_db: np.ndarray, k: int):
+        self.pca = PCA.fit(train_db, k)
+        self.shape = train_db.shape[1:]
+
+    def reconstruct(self, x: np.ndarray) -> np.ndarray:
+        return self.pca.reconstruct(x).clip(-40, 60)
+
+    def sample(self, fit_db: np.ndarray, n: int, spread: float = 1.0) -> np.ndarray:
+        codes = self.pca.encode(fit_db)
+        rng = np.random.default_rng(0)
+        drawn = rng.multivariate_normal(codes.mean(0), spread ** 2 * np.cov(codes, rowvar=False), size=n)
+        return self.pca.decode(drawn, self.shape).clip(-40, 60)
+
+
+def test_model_realism_on_a_linear_model(mid_cache):
+    train, heldout = mid_cache.db("train"), np.concatenate([mid_cache.db("val"), mid_cache.db("test")])
+    lossy = PCAModel(train, 4)
+    rows = model_realism(lossy, train, heldout, mid_cache.mean, mid_cache.std, lossy.sample)
+    assert list(rows) == ["real halves", "decoder", "floor", "prior"]
+    unseen = len(train) - len(train) // 2  # half of the train clips fit the prior, half are unseen by it
+    assert rows["floor"]["clips"] == rows["prior"]["clips"] == unseen // 2
+    assert rows["decoder"]["accuracy"] > 0.9 > rows["real halves"]["accuracy"]  # 4 components blur every clip
+    assert rows["prior"]["accuracy"] < 0.75  # a Gaussian is nearly right for codes of a linear model
+    no_spread = model_realism(lossy, train, heldout, mid_cache.mean, mid_cache.std,
+                              lambda fit_db, n: lossy.sample(fit_db, n, spread=0.0))  # every sample the mean
+    assert no_spread["prior"]["accuracy"] > 0.95 and no_spread["prior"]["frechet"] > 3 * rows["prior"]["frechet"]
+    assert no_spread["decoder"] == rows["decoder"]
