@@ -41,10 +41,11 @@ QUALITY = {"fast": (30, 32), "final": (100, 200)}
 
 @functools.lru_cache(maxsize=4)
 def _mel_basis(features: FeatureConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The features' mel filter bank as sparse (mels, freqs) and (freqs, mels), and each bin's total weight."""
+    """The features' mel filter bank as sparse (mels, freqs) and (freqs, mels), and each bin's total weight
+    (bins no band covers get a tiny weight, so they stay at zero instead of dividing by it)."""
     fb = torchaudio.functional.melscale_fbanks(  # (freqs, mels), the same bank MelSpectrogram uses
         features.n_fft // 2 + 1, 0.0, features.sample_rate / 2, features.n_mels, features.sample_rate)
-    return fb.T.contiguous().to_sparse(), fb.to_sparse(), fb.sum(1, keepdim=True)
+    return fb.T.contiguous().to_sparse(), fb.to_sparse(), fb.sum(1, keepdim=True).clamp_min(torch.finfo(fb.dtype).tiny)
 
 
 @functools.lru_cache(maxsize=4)
@@ -65,10 +66,10 @@ def mel_to_linear(mel_amplitude: torch.Tensor, features: FeatureConfig, n_iter: 
     shape = mel_amplitude.shape
     target = mel_amplitude.reshape(-1, *shape[-2:]).transpose(0, 1).reshape(shape[-2], -1)  # (mels, clips*frames)
     tiny = torch.finfo(target.dtype).tiny
-    spec = torch.sparse.mm(from_mel, target) / weight.clamp_min(tiny)  # each bin: weighted mean of its bands
+    spec = torch.sparse.mm(from_mel, target) / weight  # each bin: the weighted mean of its bands
     for _ in range(n_iter):
         ratio = target / torch.sparse.mm(to_mel, spec).clamp_min(tiny)
-        spec = spec * torch.sparse.mm(from_mel, ratio) / weight.clamp_min(tiny)
+        spec = spec * torch.sparse.mm(from_mel, ratio) / weight
     n_freq = spec.shape[0]
     return spec.reshape(n_freq, -1, shape[-1]).transpose(0, 1).reshape(*shape[:-2], n_freq, shape[-1])
 
@@ -96,7 +97,7 @@ def log_spectral_distance(reference: np.ndarray | torch.Tensor, rendered: np.nda
                           features: FeatureConfig) -> float:
     """Mel log-spectral distance in dB between two (batches of) waveforms, on the model's own features.
 
-    Both go through `features.mel_db` (mel magnitude, dB, clamped to [db_min, db_max], so silence
+    Both go through `features.mel_db`, the cache's own transform (mel magnitude, dB, clamped to [db_min, db_max], so silence
     below the floor counts as equal). Per frame, the root mean square over the mel bands of the
     dB difference; then the mean over frames and clips. 0 is a perfect round trip.
     """
