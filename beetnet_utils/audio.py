@@ -97,9 +97,9 @@ def log_spectral_distance(reference: np.ndarray | torch.Tensor, rendered: np.nda
                           features: FeatureConfig) -> float:
     """Mel log-spectral distance in dB between two (batches of) waveforms, on the model's own features.
 
-    Both go through `features.mel_db`, the cache's own transform (mel magnitude, dB, clamped to [db_min, db_max], so silence
-    below the floor counts as equal). Per frame, the root mean square over the mel bands of the
-    dB difference; then the mean over frames and clips. 0 is a perfect round trip.
+    Both go through `features.mel_db`, the cache's own transform (mel magnitude, dB, clamped to
+    [db_min, db_max], so silence below the floor counts as equal). Per frame, the root mean square
+    over the mel bands of the dB difference; then the mean over frames and clips. 0 is exact.
     """
     ref, out = (mel_db(torch.as_tensor(w, dtype=torch.float32), features) for w in (reference, rendered))
     return float((ref - out).square().mean(-2).sqrt().mean())
@@ -123,7 +123,8 @@ def spectral_convergence(reference: np.ndarray | torch.Tensor, rendered: np.ndar
     return float(((ref - out).norm(dim=1) / ref.norm(dim=1).clamp_min(1e-12)).mean())
 
 
-def round_trip(wavs: np.ndarray | torch.Tensor, features: FeatureConfig, render=None, batch: int = 1) -> dict[str, float]:
+def round_trip(wavs: np.ndarray | torch.Tensor, features: FeatureConfig, render=None,
+               batch: int = 1) -> dict[str, float]:
     """Audio -> mel dB -> `render` -> audio, scored against the originals.
 
     `wavs` are (N, samples) peak-normalised clips; `render(mel_db)` maps (n, n_mels, frames) dB to
@@ -168,7 +169,8 @@ def listen(run, cache, index: int, n_iter: int | None = None, quality: str = "fi
                   "reconstruction": mel_to_audio(run.reconstruct(mel), f, n_iter, quality=quality)}
 
 
-def listen_runs(runs: dict, cache, index: int, n_iter: int | None = None, quality: str = "final") -> dict[str, np.ndarray]:
+def listen_runs(runs: dict, cache, index: int, n_iter: int | None = None,
+                quality: str = "final") -> dict[str, np.ndarray]:
     """One clip: the file, its oracle, and every run's reconstruction, to hear the presets side by side."""
     first = next(iter(runs.values()))
     sounds = listen(first, cache, index, n_iter, quality)

@@ -24,7 +24,7 @@ def waves(smoke_cache):
 
 
 def least_squares_render(mel: torch.Tensor, f) -> np.ndarray:
-    """The inversion before issue 13: torchaudio's least-squares InverseMelScale (negatives clipped) + GriffinLim(32)."""
+    """The inversion before issue 13: least-squares InverseMelScale (negatives clipped) + GriffinLim(32)."""
     inv_mel = torchaudio.transforms.InverseMelScale(f.n_fft // 2 + 1, f.n_mels, f.sample_rate, driver="gels")
     griffin_lim = torchaudio.transforms.GriffinLim(f.n_fft, hop_length=f.hop_length, power=f.power, n_iter=32,
                                                    length=f.clip_samples)
@@ -63,7 +63,8 @@ def test_the_mel_fit_is_non_negative_and_its_divergence_never_rises(smoke, waves
     least_squares = torchaudio.transforms.InverseMelScale(f.n_fft // 2 + 1, f.n_mels, f.sample_rate)(target)
     ls_error = (20 * torch.log10((fb.T @ least_squares).clamp_min(1e-5)) - 20 * torch.log10(target)).abs().mean()
     assert db_error < 0.5 < ls_error  # 30 updates fit the mel to a fraction of a dB; clipped least squares does not
-    np.testing.assert_allclose(mel_to_linear(target[1], f)[None], mel_to_linear(target, f)[1:], rtol=1e-5)  # batch = one by one
+    one_by_one = mel_to_linear(target[1], f)[None]
+    np.testing.assert_allclose(one_by_one, mel_to_linear(target, f)[1:], rtol=1e-5)
 
 
 def test_render_shapes_seed_and_quality(smoke, waves):
@@ -115,5 +116,6 @@ def test_listen_gives_the_file_its_oracle_and_each_reconstruction(smoke_cache):
     assert np.array_equal(sounds["oracle"], mel_to_audio(mel, f, quality="fast"))
     assert np.array_equal(sounds["reconstruction"], mel_to_audio(runs["pca4"].reconstruct(mel), f, quality="fast"))
     both = listen_runs(runs, smoke_cache, index, n_iter=8)
-    assert list(both) == ["original", "oracle", "pca4", "pca16"] and all(w.shape == (f.clip_samples,) for w in both.values())
+    assert list(both) == ["original", "oracle", "pca4", "pca16"]
+    assert all(w.shape == (f.clip_samples,) for w in both.values())
     assert not np.array_equal(both["pca4"], both["pca16"])

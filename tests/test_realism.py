@@ -1,4 +1,4 @@
-"""Realism measures by known answers: a set against itself, blurred, shuffled; Fréchet in closed form; the report's rows."""
+"""Realism by known answers: a set against itself, blurred, shuffled; Fréchet in closed form; the report's rows."""
 from __future__ import annotations
 
 import numpy as np
