@@ -12,7 +12,7 @@ Rows:
   +KL fit       the non-negative mel -> linear fit (30 multiplicative updates) + GriffinLim(32): quality="fast"
   +GL 100/200   the same with more Griffin-Lim iterations; 200 is quality="final"
 
-Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--work /tmp/beetnet_bench_listen]
+Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--threads T] [--work /tmp/beetnet_bench_listen]
 Without --clips it renders clips of the demo set (its modelled pianos); --clips takes any folder of
 {recording}_{k}.wav clips (e.g. the rendered piano set) and picks --n of them evenly.
 """
@@ -66,7 +66,10 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=24, help="clips to score")
     ap.add_argument("--clips", type=Path, help="a folder of real clips instead of the demo set")
     ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_listen"))
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, as in a notebook)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
 
     cfg = get_config("smoke")  # the features are the same in every profile; smoke's demo set is quick to make
     f = cfg.features
