@@ -17,8 +17,9 @@ Two steps, each measured in benchmarks/bench_listen.py:
                   torch or numpy (pghipy and tifresi have had no release since 2021 and 2020;
                   librosa and ltfatpy have none), and zero, uniform or linear-phase starts moved
                   the distance by under 0.1 dB here, so the start stays random.
-`quality="fast"` (the default, for sliders) runs 32 Griffin-Lim iterations, as before;
-`quality="final"` runs 200, for renders worth waiting a second for.
+`quality="fast"` (the default, for sliders) runs 32 Griffin-Lim iterations, as before, and renders
+3 clips in about 0.2 s on one CPU core; `quality="final"` runs 100, about 0.3 s a clip (200 bought
+under 0.05 dB more).
 """
 from __future__ import annotations
 
@@ -36,7 +37,7 @@ from .config import FeatureConfig
 from .features import load_clip, mel_db
 
 # (mel -> linear updates, Griffin-Lim iterations)
-QUALITY = {"fast": (30, 32), "final": (100, 200)}
+QUALITY = {"fast": (30, 32), "final": (50, 100)}
 
 
 @functools.lru_cache(maxsize=4)
