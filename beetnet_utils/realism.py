@@ -162,20 +162,23 @@ def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def model_realism(run, train_db: np.ndarray, heldout_db: np.ndarray, mean: float, std: float, sample,
-                  max_train: int = 400, seed: int = 0, batch: int = 256) -> dict[str, dict[str, float]]:
+                  unseen: int = 200, reference: int = 400, seed: int = 0,
+                  batch: int = 256) -> dict[str, dict[str, float]]:
     """`realism_report` for a trained model: the rows from its train and held-out clips.
 
     `run` needs only `reconstruct(db) -> (n, n_mels, frames)` (a trained Run); `sample(fit_db, n)`
     fits the prior on `fit_db` and returns n decoded samples in dB, e.g.
-    `lambda fit_db, n: LatentGaussian(run, fit_db).sample(n).numpy()`. At most `max_train` train
-    clips (a random choice) are used: half fit the prior and the feature space, half are the
-    unseen clips the prior is compared with.
+    `lambda fit_db, n: LatentGaussian(run, fit_db).sample(n).numpy()`. `unseen` random train clips
+    (at most half) are kept from the prior's fit to be compared with its samples; the prior is fitted
+    on all the others, and the feature space on `reference` of them (a PCA of more costs more than
+    it tells).
     """
     def reconstruct(x):
         return np.concatenate([np.asarray(run.reconstruct(x[i:i + batch])) for i in range(0, len(x), batch)])
 
-    pick = np.random.default_rng(seed).permutation(len(train_db))[:max_train]
-    fit, unseen = train_db[pick[: len(pick) // 2]], train_db[pick[len(pick) // 2:]]
-    space = FeatureSpace.fit(fit, mean, std)
-    return realism_report(space, heldout_db, reconstruct(heldout_db), np.asarray(sample(fit, len(unseen))),
-                          reconstruct(unseen), seed=seed)
+    order = np.random.default_rng(seed).permutation(len(train_db))
+    n_unseen = min(unseen, len(train_db) // 2)
+    unseen_db, fit_db = train_db[order[:n_unseen]], train_db[order[n_unseen:]]
+    space = FeatureSpace.fit(fit_db[:reference], mean, std)
+    return realism_report(space, heldout_db, reconstruct(heldout_db), np.asarray(sample(fit_db, n_unseen)),
+                          reconstruct(unseen_db), seed=seed)
