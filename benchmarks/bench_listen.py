@@ -1,0 +1,101 @@
+"""Listening quality and speed of the mel -> audio inversion: the original pipeline against each step.
+
+Round trip of real clips: audio -> mel dB -> render -> audio, scored against the original audio.
+  LSD dB   mel log-spectral distance (beetnet_utils.audio.log_spectral_distance; lower is better)
+  SC       spectral convergence on the linear STFT magnitude (audio.spectral_convergence; lower is better)
+  ms       wall time of the render only: per clip rendered one at a time, one slider update of
+           3 clips (the widgets render 1 to 3 per update; the budget is 300 ms), and per clip in
+           one batch of 16 (fewer if --n is smaller)
+
+Rows:
+  original      torchaudio InverseMelScale (least squares, negatives clipped) + GriffinLim(32), as before;
+                then the same with 100 iterations, to show what iterations alone buy
+  KL fit        the non-negative mel -> linear fit + GriffinLim: 32 iterations is quality="fast",
+                100 quality="final", and 200 to show that more buys next to nothing
+
+Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--threads T] [--work /tmp/beetnet_bench_listen]
+Without --clips it renders clips of the demo set (its modelled pianos); --clips takes any folder of
+{recording}_{k}.wav clips (e.g. the rendered piano set) and picks --n of them evenly.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from beetnet_utils import download, get_config, list_clips, mel_db  # noqa: E402
+from beetnet_utils.audio import mel_to_audio, round_trip  # noqa: E402
+from beetnet_utils.features import load_clip  # noqa: E402
+
+
+def original(mel: torch.Tensor, f, n_iter: int = 32) -> np.ndarray:
+    """The inversion as it was before issue 13, verbatim (32 Griffin-Lim iterations)."""
+    inv_mel = torchaudio.transforms.InverseMelScale(
+        n_stft=f.n_fft // 2 + 1, n_mels=f.n_mels, sample_rate=f.sample_rate, driver="gels")
+    griffin_lim = torchaudio.transforms.GriffinLim(
+        n_fft=f.n_fft, hop_length=f.hop_length, power=f.power, n_iter=n_iter, length=f.clip_samples)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        return griffin_lim(inv_mel(torch.pow(10.0, mel / 20.0))).numpy()
+
+
+def load_waves(clips: list[Path], n: int, f) -> torch.Tensor:
+    picked = [clips[i] for i in np.linspace(0, len(clips) - 1, min(n, len(clips))).round().astype(int)]
+    waves = [load_clip(p, f)[0] for p in picked]
+    return torch.stack([w for w in waves if w is not None])
+
+
+def best_ms(render, mel: torch.Tensor, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        render(mel)
+        times.append(time.perf_counter() - start)
+    return 1000 * min(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=24, help="clips to score")
+    ap.add_argument("--clips", type=Path, help="a folder of real clips instead of the demo set")
+    ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_listen"))
+    ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, as in a notebook)")
+    a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
+
+    cfg = get_config("smoke")  # the features are the same in every profile; smoke's demo set is quick to make
+    f = cfg.features
+    folder = a.clips or download("demo", a.work / "clips", cfg, progress=False).path
+    waves = load_waves(list_clips(folder), a.n, f)
+    print(f"{len(waves)} clips from {folder}; torch threads {torch.get_num_threads()}")
+
+    rows = {
+        "original: least squares + GL 32": lambda m: original(m, f),
+        "least squares + GL 100 (iterations alone)": lambda m: original(m, f, 100),
+        "KL fit + GL 32 (fast)": lambda m: mel_to_audio(m, f, quality="fast"),
+        "KL fit + GL 100 (final)": lambda m: mel_to_audio(m, f, quality="final"),
+        "KL fit + GL 200": lambda m: mel_to_audio(m, f, n_iter=200, quality="final"),
+    }
+    mels = mel_db(waves, f)
+    big = min(16, len(mels))
+    print(f"| inversion | LSD dB | SC | ms/clip (1 at a time) | ms per 3-clip update | ms/clip (a batch of {big}) |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for name, render in rows.items():
+        r = round_trip(waves, f, render, batch=1)
+        three = best_ms(render, mels[:3])
+        batched = best_ms(render, mels[:big], repeats=1) / big
+        print(f"| {name} | {r['lsd_db']:.2f} | {r['spectral_convergence']:.3f} | {r['ms_per_clip']:.0f} | "
+              f"{three:.0f} | {batched:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
