@@ -21,7 +21,7 @@ from .pca import PCA
 from .run import Run
 from .storage import BeetNetError, atomic_write
 
-REPORT_VERSION = 2
+REPORT_VERSION = 3
 
 
 def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str, float]:

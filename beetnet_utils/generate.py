@@ -1,9 +1,27 @@
-"""New spectrograms from the latent space: interpolation between clips, sampling from a fitted Gaussian."""
+"""New spectrograms from the latent space: interpolation between clips, and priors to sample from.
+
+A prior is fitted to the latent codes of the train clips and sampled; the decoder turns the
+samples into spectrograms. Three priors, chosen by how real their samples look (realism.py):
+  gaussian  one full-covariance Gaussian (the mean and spread of the codes, nothing more)
+  mixture   a mixture of full-covariance Gaussians (sklearn's GaussianMixture): clusters of codes,
+            such as pieces or registers, each with its own spread
+  kde       a kernel density: a train clip's code plus Gaussian noise of one bandwidth per
+            dimension (Silverman's rule). Closest to the data, so watch the nearest-train distance:
+            a sample that is a train clip with a little noise is a copy, not a new spectrogram.
+Every prior samples with a `temperature`: the spread around its centre(s) is scaled by it.
+
+`generation_report` measures the samples of every prior, and the midpoints of interpolations,
+with the same two-sample test and Fréchet distance as the decoder's own gap.
+"""
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
+from sklearn.mixture import GaussianMixture
 
+from .realism import FeatureSpace, compare
 from .run import Run
 
 
@@ -28,24 +46,159 @@ def interpolate(run: Run, mel_a: np.ndarray, mel_b: np.ndarray, alphas: list[flo
     return run.decode(torch.stack([mix(za, zb, float(t)) for t in alphas]))
 
 
-class LatentGaussian:
-    """A full-covariance Gaussian fitted to the train clips' latents."""
+def encode_all(run: Run, mel_db: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Latent codes of many clips, in batches: (N, latent) float64."""
+    return np.concatenate([run.encode(mel_db[i:i + batch]).double().numpy() for i in range(0, len(mel_db), batch)])
 
-    def __init__(self, run: Run, train_db: np.ndarray, batch: int = 256):
-        z = torch.cat([run.encode(train_db[i:i + batch]) for i in range(0, len(train_db), batch)]).double()
+
+def decode_all(run: Run, z: np.ndarray, batch: int = 256) -> np.ndarray:
+    return np.concatenate([run.decode(torch.as_tensor(z[i:i + batch], dtype=torch.float32)).numpy()
+                           for i in range(0, len(z), batch)])
+
+
+# --- priors over the latent codes ------------------------------------------------------------
+
+@dataclass
+class GaussianPrior:
+    mean: np.ndarray
+    chol: np.ndarray  # Cholesky factor of the covariance (ridged: few clips leave it rank-deficient)
+
+    @classmethod
+    def fit(cls, z: np.ndarray, seed: int = 0) -> "GaussianPrior":
+        cov = np.cov(z.T) if len(z) > 1 else np.zeros((z.shape[1], z.shape[1]))
+        return cls(z.mean(0), np.linalg.cholesky(cov + 1e-5 * np.eye(z.shape[1])))
+
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        eps = np.random.default_rng(seed).standard_normal((n, len(self.mean)))
+        return self.mean + temperature * eps @ self.chol.T
+
+
+@dataclass
+class MixturePrior:
+    weights: np.ndarray  # (k,)
+    means: np.ndarray  # (k, latent)
+    chols: np.ndarray  # (k, latent, latent) Cholesky factors of the components' covariances
+
+    @classmethod
+    def fit(cls, z: np.ndarray, seed: int = 0, components: int = 8) -> "MixturePrior":
+        k = max(1, min(components, len(z) // 50))  # a full covariance per component needs clips to fit
+        m = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(z)
+        return cls(m.weights_, m.means_, np.linalg.cholesky(m.covariances_))
+
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        which = rng.choice(len(self.weights), size=n, p=self.weights / self.weights.sum())
+        eps = rng.standard_normal((n, self.means.shape[1]))
+        return self.means[which] + temperature * np.einsum("nij,nj->ni", self.chols[which], eps)
+
+
+@dataclass
+class KernelPrior:
+    codes: np.ndarray
+    bandwidth: np.ndarray  # per dimension
+
+    @classmethod
+    def fit(cls, z: np.ndarray, seed: int = 0) -> "KernelPrior":
+        n, d = z.shape
+        silverman = (4 / (d + 2)) ** (1 / (d + 4)) * n ** (-1 / (d + 4))
+        return cls(z.copy(), silverman * z.std(0))
+
+    def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        rng = np.random.default_rng(seed)
+        pick = self.codes[rng.integers(len(self.codes), size=n)]
+        return pick + temperature * self.bandwidth * rng.standard_normal((n, self.codes.shape[1]))
+
+
+PRIORS = {"gaussian": GaussianPrior, "mixture": MixturePrior, "kde": KernelPrior}
+
+
+def fit_prior(name: str, z: np.ndarray, seed: int = 0):
+    if name not in PRIORS:
+        raise ValueError(f"unknown prior {name!r}: choose one of {', '.join(PRIORS)}")
+    return PRIORS[name].fit(np.asarray(z, dtype=np.float64), seed)
+
+
+class LatentGaussian:
+    """The Gaussian prior of a run, fitted to its train clips' codes, sampled straight to dB."""
+
+    def __init__(self, run: Run, train_db: np.ndarray):
         self.run = run
-        self.mean = z.mean(0)
-        cov = torch.cov(z.T) if len(z) > 1 else torch.zeros(z.shape[1], z.shape[1], dtype=torch.float64)
-        self.cov = cov + 1e-5 * torch.eye(len(self.mean), dtype=torch.float64)  # rank-deficient with few clips
-        self.dist = torch.distributions.MultivariateNormal(self.mean, covariance_matrix=self.cov)
+        self.prior = GaussianPrior.fit(encode_all(run, train_db))
+        self.mean = torch.as_tensor(self.prior.mean)
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
         """n new spectrograms in dB; `temperature` scales the spread around the mean."""
-        torch.manual_seed(seed)
-        z = self.mean + temperature * (self.dist.sample((n,)) - self.mean)
-        return self.run.decode(z.float())
+        return torch.as_tensor(decode_all(self.run, self.prior.sample(n, seed, temperature)))
 
 
-def samples(runs: dict[str, Run], train_db: np.ndarray, n: int = 4, seed: int = 0) -> dict[str, np.ndarray]:
-    """n new spectrograms from each run's latent Gaussian: {name: (n, n_mels, frames) dB}."""
-    return {name: LatentGaussian(run, train_db).sample(n, seed).numpy() for name, run in runs.items()}
+def samples(runs: dict[str, Run], train_db: np.ndarray, n: int = 4, seed: int = 0, prior: str = "gaussian",
+            temperature: float = 1.0) -> dict[str, np.ndarray]:
+    """n new spectrograms from each run's prior (by name): {run name: (n, n_mels, frames) dB}."""
+    out = {}
+    for name, run in runs.items():
+        z = fit_prior(prior, encode_all(run, train_db), seed).sample(n, seed, temperature)
+        out[name] = decode_all(run, z)
+    return out
+
+
+# --- how real are they? ----------------------------------------------------------------------
+
+def nearest_distance(mel_db: np.ndarray, reference_db: np.ndarray, batch: int = 256) -> np.ndarray:
+    """Each spectrogram's mean |dB difference| to its nearest reference spectrogram (L1 per bin)."""
+    ref = torch.as_tensor(reference_db.reshape(len(reference_db), -1), dtype=torch.float32)
+    x = torch.as_tensor(mel_db.reshape(len(mel_db), -1), dtype=torch.float32)
+    return np.concatenate([torch.cdist(x[i:i + batch], ref, p=1).min(1).values.numpy() / ref.shape[1]
+                           for i in range(0, len(x), batch)])
+
+
+def generation_report(run: Run, train_db: np.ndarray, heldout_db: np.ndarray, priors: tuple[str, ...] = tuple(PRIORS),
+                      temperature: float = 1.0, unseen: int = 200, seed: int = 0) -> dict:
+    """Realism rows of one run: the decoder, each prior and linear midpoints, against a floor.
+
+    `unseen` train clips are kept out of the priors' fit; their reconstructions are what a perfect
+    prior's samples would look like (same decoder, clips it never saw), so:
+      decoder          held-out real clips vs their reconstructions (other clips of the same set)
+      floor            two halves of the unseen reconstructions: what "indistinguishable" reads
+      prior NAME       NAME's samples vs the unseen reconstructions
+      midpoint         decoded (z_a + z_b) / 2 of pairs of unseen clips vs their reconstructions
+    and `nearest_train_db` gives, per set, the mean distance of a spectrogram to the nearest
+    reconstruction of a train clip (what the decoder makes of the codes the prior was fitted on):
+    samples far nearer than held-out reconstructions are copies.
+    """
+    order = np.random.default_rng(seed).permutation(len(train_db))
+    n_unseen = min(unseen, len(train_db) // 2)
+    unseen_db, fit_db = train_db[order[:n_unseen]], train_db[order[n_unseen:]]
+    space = FeatureSpace.fit(fit_db[:400], run.stats["mean"], run.stats["std"])
+    z_fit, z_unseen = encode_all(run, fit_db), encode_all(run, unseen_db)
+    unseen_recon, heldout_recon = decode_all(run, z_unseen), decode_all(run, encode_all(run, heldout_db))
+    half = n_unseen // 2
+    first, second = unseen_recon[:half], unseen_recon[half:]
+    rows = {"real halves": compare(space, heldout_db[::2], heldout_db[1::2], seed=seed),
+            "decoder": compare(space, heldout_recon[::2], heldout_db[1::2], seed=seed),
+            "floor": compare(space, first, second, seed=seed)}
+    fit_recon = decode_all(run, z_fit)
+    nearest = {"held-out reconstructions": float(nearest_distance(heldout_recon, fit_recon).mean())}
+    for name in priors:
+        sampled = decode_all(run, fit_prior(name, z_fit, seed).sample(half, seed, temperature))
+        rows[f"prior {name}"] = compare(space, sampled, second, seed=seed)
+        nearest[f"prior {name}"] = float(nearest_distance(sampled, fit_recon).mean())
+    pairs = np.random.default_rng(seed + 1).permutation(n_unseen)[: 2 * (half // 2)].reshape(-1, 2)
+    midpoints = decode_all(run, z_unseen[pairs].mean(1))
+    rows["midpoint"] = compare(space, midpoints, second, seed=seed)
+    return {"rows": rows, "nearest_train_db": nearest, "temperature": temperature,
+            "clips": {"fit": len(fit_db), "unseen": n_unseen, "held-out": len(heldout_db)}}
+
+
+def realism_table(reports: dict[str, dict]) -> str:
+    """One row per measure and run: two-sample accuracy (0.5: indistinguishable) and Fréchet distance."""
+    names = list(reports)
+    rows = list(next(iter(reports.values()))["rows"])
+    head = "| measure | " + " | ".join(f"{n} accuracy | {n} Fréchet" for n in names) + " |"
+    lines = [head, "|---|" + "---:|" * (2 * len(names))]
+    for row in rows:
+        cells = [f"{reports[n]['rows'][row]['accuracy']:.3f} | {reports[n]['rows'][row]['frechet']:.1f}" for n in names]
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    lines += ["", "| nearest train clip (dB) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for key in next(iter(reports.values()))["nearest_train_db"]:
+        lines.append(f"| {key} | " + " | ".join(f"{reports[n]['nearest_train_db'][key]:.2f}" for n in names) + " |")
+    return "\n".join(lines)

@@ -16,6 +16,7 @@ from .config import DEFAULT_PRESET, PROFILE_ENV, PRESETS, Config, get_config, wi
 from .data import ClipFolder, download
 from .evaluate import evaluate, evaluate_clips, save_report
 from .features import MelCache, build_cache, load_cache
+from .generate import generation_report
 from .run import Run, load_run
 from .runtime import Environment, Paths, backup_cache, detect, mount_drive, paths, restore_cache
 from .storage import BeetNetError
@@ -90,7 +91,8 @@ class Session:
 
     def evaluate(self, runs: dict[str, Run] | None = None, clips: Path | None = None,
                  splits: tuple[str, ...] = ("val", "test"), report: Path | None = None, save: bool = True) -> dict:
-        """Step 4: every run and the baselines on held-out recordings (or on every clip of `clips`).
+        """Step 4: every run and the baselines on held-out recordings (or on every clip of `clips`),
+        and how real each run's new spectrograms look (`report["realism"]`, see generate.py).
 
         With `save`, the report is written as JSON to `report` (default: report.json beside the runs).
         """
@@ -98,6 +100,8 @@ class Session:
         cache = self.load_cache()
         if clips is None:
             result = evaluate(runs, cache, splits)
+            result["realism"] = {name: generation_report(run, cache.db("train"), cache.db(splits[-1]))
+                                 for name, run in runs.items()}
         else:
             result = evaluate_clips(runs, cache, clips, self.paths.cache.parent / f"eval_{Path(clips).name}")
         if save:

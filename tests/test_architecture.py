@@ -12,8 +12,8 @@ LAYERS = [
     {"config", "storage", "augment"},                       # settings, atomic files, errors; tensor shifts
     {"runtime", "synth", "pca", "plots"},                   # environment facts, pure helpers
     {"data", "model"},                                      # clip folders; the architectures
-    {"features", "run"},                                    # the mel cache; a trained run
-    {"audio", "realism", "train", "evaluate", "generate"},  # what is done with runs and caches
+    {"features", "run", "realism"},                         # the mel cache; a trained run; realism measures
+    {"audio", "train", "evaluate", "generate"},             # what is done with runs and caches
     {"widgets"},                                            # interactive views
     {"session"},                                            # the notebook's steps
     {"pipeline"},                                           # make demo's notebook driver

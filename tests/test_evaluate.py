@@ -180,3 +180,42 @@ def test_interpolate_widget_follows_the_alpha_slider(run, mid_cache):
     mix = view.show()
     torch.testing.assert_close(torch.as_tensor(mix), run.reconstruct(mid_cache.mels[view.index[view.a.value]].astype(np.float32)),
                                atol=1e-4, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["gaussian", "mixture", "kde"])
+def test_priors_sample_deterministically_and_temperature_scales_the_spread(run, mid_cache, name):
+    from beetnet_utils.generate import encode_all, fit_prior
+
+    z = encode_all(run, mid_cache.db("train"))
+    prior = fit_prior(name, z)
+    a, b = prior.sample(64, seed=3), prior.sample(64, seed=3)
+    assert a.shape == (64, z.shape[1]) and np.array_equal(a, b) and not np.array_equal(a, prior.sample(64, seed=4))
+    cold, warm = prior.sample(64, seed=3, temperature=0.0), prior.sample(64, seed=3, temperature=2.0)
+    centre = {"gaussian": lambda: z.mean(0), "mixture": lambda: None, "kde": lambda: None}[name]()
+    if centre is not None:
+        np.testing.assert_allclose(cold, np.broadcast_to(centre, cold.shape), atol=1e-9)
+    if name == "kde":  # at temperature 0 a kernel density returns train codes themselves: copies
+        assert all(np.abs(z - row).sum(1).min() < 1e-9 for row in cold)
+    assert np.abs(warm - cold).mean() == pytest.approx(2 * np.abs(a - cold).mean(), rel=1e-6)
+
+
+def test_unknown_prior_is_a_clear_error(run, mid_cache):
+    from beetnet_utils.generate import samples
+
+    with pytest.raises(ValueError, match="unknown prior 'flow'.*gaussian, mixture, kde"):
+        samples({"r": run}, mid_cache.db("train"), prior="flow")
+
+
+def test_generation_report_rows_and_the_copying_it_reveals(run, mid_cache):
+    from beetnet_utils.generate import generation_report, nearest_distance, realism_table
+
+    report = generation_report(run, mid_cache.db("train"), mid_cache.db("test"), unseen=60)
+    assert list(report["rows"]) == ["real halves", "decoder", "floor", "prior gaussian", "prior mixture", "prior kde",
+                                    "midpoint"]
+    assert all(0 <= r["accuracy"] <= 1 and r["frechet"] >= 0 for r in report["rows"].values())
+    cold = generation_report(run, mid_cache.db("train"), mid_cache.db("test"), priors=("kde",), temperature=0.0,
+                             unseen=60)
+    assert cold["nearest_train_db"]["prior kde"] < 1e-3 < report["nearest_train_db"]["prior kde"]  # exact copies
+    x = mid_cache.db("test")[:5]
+    np.testing.assert_allclose(nearest_distance(x, mid_cache.db("test")), 0.0, atol=1e-6)  # itself is nearest
+    assert "| prior mixture |" in realism_table({"r": report})
