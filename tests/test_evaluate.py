@@ -118,10 +118,10 @@ def test_griffin_lim_gives_the_clip_length_and_its_own_mel_is_close(tmp_path, mi
     target = mid_cache.db("test")[4]
     wav = mel_to_audio(target, f)
     assert wav.shape == (f.clip_samples,) and np.isfinite(wav).all()
-    back = mel_db(torch.from_numpy(wav), f).numpy()
-    # Bound: 32 Griffin-Lim iterations leave about 4-6 dB of mean error (mostly in the quiet, clamped floor);
-    # 8 dB fails if the inversion is wrong (a noise waveform's mel lies over 15 dB away).
-    assert np.abs(back - target).mean() < 8.0
+    error = lambda w: np.abs(mel_db(torch.from_numpy(w), f).numpy() - target).mean()  # noqa: E731
+    # Measured on demo clips: 1.5-2.7 dB of mean error with the default 32 iterations, 3.0-4.8 dB with one.
+    # The bound fails a broken inversion, and a single iteration; more iterations must help.
+    assert error(wav) < 3.0 and error(wav) < error(mel_to_audio(target, f, n_iter=1)) - 0.7
     noise = mel_db(torch.randn(f.clip_samples) * float(np.abs(wav).max()), f).numpy()
     assert np.abs(noise - target).mean() > 15.0
     assert np.array_equal(mel_to_audio(target, f), wav)  # seeded: the same sound every time
