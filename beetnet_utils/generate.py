@@ -191,6 +191,8 @@ def generation_report(run: Run, train_db: np.ndarray, heldout_db: np.ndarray, pr
 
 def realism_table(reports: dict[str, dict]) -> str:
     """One row per measure and run: two-sample accuracy (0.5: indistinguishable) and Fréchet distance."""
+    if not reports:
+        return "(too few clips to measure realism: it needs at least 8 held-out and 16 train clips)"
     names = list(reports)
     rows = list(next(iter(reports.values()))["rows"])
     head = "| measure | " + " | ".join(f"{n} accuracy | {n} Fréchet" for n in names) + " |"

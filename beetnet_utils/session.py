@@ -100,8 +100,9 @@ class Session:
         cache = self.load_cache()
         if clips is None:
             result = evaluate(runs, cache, splits)
-            result["realism"] = {name: generation_report(run, cache.db("train"), cache.db(splits[-1]))
-                                 for name, run in runs.items()}
+            train_db, heldout_db = cache.db("train"), cache.db(splits[-1])
+            if len(heldout_db) >= 8 and len(train_db) >= 16:  # the two-sample test needs 4 clips a side
+                result["realism"] = {name: generation_report(run, train_db, heldout_db) for name, run in runs.items()}
         else:
             result = evaluate_clips(runs, cache, clips, self.paths.cache.parent / f"eval_{Path(clips).name}")
         if save:

@@ -154,7 +154,7 @@ for name, s in samples.items():
 # in the same features (PCA of the mel plus the sharpness of each band).
 
 # %%
-display(Markdown(bn.generate.realism_table(report["realism"])))
+display(Markdown(bn.generate.realism_table(report.get("realism", {}))))
 
 # %% [markdown]
 # Read it from the top. `decoder` (real clips against reconstructions) is the blur an L1 decoder adds;
