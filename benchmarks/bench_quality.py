@@ -55,17 +55,14 @@ def encode_time_only(changes: dict) -> bool:
     return set(changes) == {"model"} and set(changes["model"]) <= ENCODE_TIME
 
 
-def first_recordings(clips: Path, n: int, dest: Path, keep: list[str] | None = None) -> tuple[Path, list[str]]:
-    """A folder of links to the clips of the first `n` recordings (by id), or of the recordings `keep`."""
-    by_rec: dict[str, list[Path]] = {}
-    for p in list_clips(clips):
-        by_rec.setdefault(parse_clip_name(p.name)[0], []).append(p)
-    recs = keep if keep is not None else sorted(by_rec)[:n]
+def link_recordings(clips: Path, recordings: list[str], dest: Path) -> Path:
+    """A fresh folder of links to the clips of these recordings only: a quick check on a subset."""
     shutil.rmtree(dest, ignore_errors=True)
     dest.mkdir(parents=True)
-    for p in (p for r in recs for p in by_rec.get(r, [])):
-        (dest / p.name).symlink_to(p.resolve())
-    return dest, recs
+    for p in list_clips(clips):
+        if parse_clip_name(p.name)[0] in recordings:
+            (dest / p.name).symlink_to(p.resolve())
+    return dest
 
 
 def encode_ms_per_clip(run_dir: Path, x: np.ndarray, refine: bool, batch: int = 256) -> float:
@@ -107,9 +104,10 @@ def main() -> None:
 
     clips, unseen_clips = args.clips, args.unseen_clips
     if args.max_recordings:
-        clips, recs = first_recordings(clips, args.max_recordings, args.work / "subset")
+        recs = sorted({parse_clip_name(p.name)[0] for p in list_clips(clips)})[:args.max_recordings]
+        clips = link_recordings(clips, recs, args.work / "subset")
         if unseen_clips:
-            unseen_clips, _ = first_recordings(unseen_clips, 0, args.work / "subset_unseen", keep=recs)
+            unseen_clips = link_recordings(unseen_clips, recs, args.work / "subset_unseen")
     cfg = get_config("full").replace(train={"epochs": 1000, "minutes": args.minutes})
     cache = build_cache(clips, args.work / "cache", cfg.features, cfg.data, progress=False, log=quiet)
     test_recs = set(cache.recordings[cache.indices("test")])
