@@ -1,7 +1,10 @@
-"""Augmentation: what a new recording may move. Pure tensor functions, and one seeded random source.
+"""Augmentation: what a new recording may move. Pure tensor functions, and seeded random sources.
 
 Clips are cut at arbitrary moments, so a model that has seen onsets a few frames earlier or
 later generalises better to recordings it never heard (measured: benchmarks/bench_quality.py).
+Another piano, microphone or room moves the level, the tuning of the partials against the mel
+bands, and the balance of low and high: `add_gain`, `shift_mel` and `tilt` make those moves on
+standardised spectrograms. They are candidates for issue #14, not yet measured nor used by a preset.
 """
 from __future__ import annotations
 
@@ -20,16 +23,49 @@ def shift_time(x: torch.Tensor, k: int) -> torch.Tensor:
     return y
 
 
-class TimeShift:
-    """One random whole-frame shift per batch in [-max_frames, max_frames], from a seeded generator.
+def shift_mel(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Spectrograms (…, n_mels, frames) moved k mel bands up (k < 0: down); the edge band is repeated."""
+    return shift_time(x.transpose(-1, -2), k).transpose(-1, -2)
 
-    The generator's state is part of a checkpoint (`state_dict`), so a resumed run draws the same
-    shifts as one that never stopped.
-    """
+
+def add_gain(x: torch.Tensor, amount: torch.Tensor | float) -> torch.Tensor:
+    """A louder or quieter clip: in dB a gain adds a constant, so here `amount` (standardised units,
+    dB / std; one per clip of shape (batch, 1, 1), or one for all) is added to every bin."""
+    return x + amount
+
+
+def tilt(x: torch.Tensor, slope: torch.Tensor | float) -> torch.Tensor:
+    """A brighter (slope > 0) or duller clip: `slope` (standardised units, one per clip of shape
+    (batch, 1, 1) or one for all) is added from -slope/2 at the lowest mel band to +slope/2 at the
+    highest, linearly, so the clip's mean level stays where it was."""
+    ramp = torch.linspace(-0.5, 0.5, x.shape[-2], device=x.device, dtype=x.dtype).unsqueeze(-1)
+    return x + slope * ramp
+
+
+class Seeded:
+    """A random source for augmentation: a seeded generator whose state is part of a checkpoint
+    (`state_dict`), so a resumed run draws the same moves as one that never stopped."""
+
+    def __init__(self, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def uniform(self, n: int, half_width: float) -> torch.Tensor:
+        """n draws in [-half_width, half_width), shaped (n, 1, 1) to broadcast over a batch of clips."""
+        return (torch.rand(n, 1, 1, generator=self.generator) * 2 - 1) * half_width
+
+    def state_dict(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def load_state_dict(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+class TimeShift(Seeded):
+    """One random whole-frame shift per batch in [-max_frames, max_frames]."""
 
     def __init__(self, max_frames: int, seed: int):
+        super().__init__(seed)
         self.max_frames = max_frames
-        self.generator = torch.Generator().manual_seed(seed)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.max_frames:
@@ -37,8 +73,42 @@ class TimeShift:
         k = int(torch.randint(-self.max_frames, self.max_frames + 1, (), generator=self.generator))
         return shift_time(x, k)
 
-    def state_dict(self) -> torch.Tensor:
-        return self.generator.get_state()
 
-    def load_state_dict(self, state: torch.Tensor) -> None:
-        self.generator.set_state(state)
+class MelShift(Seeded):
+    """One random whole-band shift per batch in [-max_bands, max_bands]."""
+
+    def __init__(self, max_bands: int, seed: int):
+        super().__init__(seed)
+        self.max_bands = max_bands
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.max_bands:
+            return x
+        k = int(torch.randint(-self.max_bands, self.max_bands + 1, (), generator=self.generator))
+        return shift_mel(x, k)
+
+
+class Gain(Seeded):
+    """A random gain per clip, uniform in ±max_db; `std` is the dB std that standardised the clips."""
+
+    def __init__(self, max_db: float, std: float, seed: int):
+        super().__init__(seed)
+        self.max_db, self.std = max_db, std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.max_db:
+            return x
+        return add_gain(x, self.uniform(len(x), self.max_db / self.std).to(x.device, x.dtype))
+
+
+class Tilt(Seeded):
+    """A random tilt per clip, uniform in ±max_db from the lowest band to the highest (see `tilt`)."""
+
+    def __init__(self, max_db: float, std: float, seed: int):
+        super().__init__(seed)
+        self.max_db, self.std = max_db, std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.max_db:
+            return x
+        return tilt(x, self.uniform(len(x), self.max_db / self.std).to(x.device, x.dtype))

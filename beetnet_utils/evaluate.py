@@ -5,6 +5,8 @@ never saw (split by recording), beside three baselines a model must beat to be w
   global_mean          the mean train spectrogram, whatever the clip
   clip_mean_spectrum   each clip's own time-averaged spectrum, repeated over time
   pca_<k>              a linear autoencoder: PCA with as many components as the latent size
+  pca_<k> + refine     the same PCA, each clip's code then fitted by the encode-time refinement that
+                       `best` uses (model.refine): a model's gain must not be only that refinement
 All predictions are clamped to the feature dB range, as the model's are.
 """
 from __future__ import annotations
@@ -15,8 +17,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
 from .features import MelCache, build_cache
+from .model import refine as fit_codes
 from .pca import PCA
 from .run import Run
 from .storage import BeetNetError, atomic_write
@@ -51,8 +55,45 @@ class Baselines:
         }
 
 
-def reconstruct_all(run: Run, x_db: np.ndarray, batch: int = 256) -> np.ndarray:
-    return np.concatenate([run.reconstruct(x_db[i:i + batch]).numpy() for i in range(0, len(x_db), batch)]) \
+class PCACodes(nn.Module):
+    """PCA as a frozen linear autoencoder of standardised clips, so `refine` fits its codes as it fits `best`'s.
+
+    Standardised units put the codes on the scale of `best`'s (whose linear path starts at this PCA),
+    so the same learning rate takes the same steps.
+    """
+
+    def __init__(self, pca: PCA, mean: float, std: float, shape: tuple[int, ...]):
+        super().__init__()
+        self.shape = tuple(shape)
+        self.register_buffer("components", torch.as_tensor(pca.components, dtype=torch.float32))
+        self.register_buffer("centre", torch.as_tensor((pca.mean - mean) / std, dtype=torch.float32))
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return (x.flatten(1) - self.centre) @ self.components.T
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return (z @ self.components + self.centre).view(len(z), *self.shape)
+
+
+def refined_pca(pca: PCA, x_db: np.ndarray, stats: dict, db_range: tuple[float, float], steps: int, lr: float,
+                batch: int = 256) -> np.ndarray:
+    """PCA's reconstruction (dB, clamped) after `steps` of `best`'s encode-time refinement at `lr`, in the
+    standardisation `stats` of the run it is compared with."""
+    mean, std = stats["mean"], stats["std"]
+    model = PCACodes(pca, mean, std, x_db.shape[1:])
+    bounds = ((db_range[0] - mean) / std, (db_range[1] - mean) / std)
+    out = []
+    for i in range(0, len(x_db), batch):
+        x = (torch.as_tensor(x_db[i:i + batch], dtype=torch.float32) - mean) / std
+        with torch.no_grad():
+            y = model.decode(fit_codes(model, x, steps, lr, bounds)) * std + mean
+        out.append(y.clamp(*db_range).numpy())
+    return np.concatenate(out) if out else x_db.copy()
+
+
+def reconstruct_all(run: Run, x_db: np.ndarray, batch: int = 256, refine: bool = True) -> np.ndarray:
+    """`run.reconstruct` in batches; `refine=False` gives the plain encoder's code (see Run.encode)."""
+    return np.concatenate([run.reconstruct(x_db[i:i + batch], refine).numpy() for i in range(0, len(x_db), batch)]) \
         if len(x_db) else x_db.copy()
 
 

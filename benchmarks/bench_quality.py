@@ -1,16 +1,22 @@
-"""Model quality on realistic piano audio: `seed` and `best` under the same time budget, beside baselines.
+"""Model quality on realistic piano audio: `original` and `best` under the same time budget, beside baselines.
 
-Data: the set that ../shared/bench-data/render_piano_set.py renders (public-domain scores, FluidR3 GM
-piano, ~45 recordings, ~5,000 clips), split by recording with the project's own split; and the same
-scores rendered with a soundfont the models never heard (TimGM6mb), scored on the test recordings.
+Data: the set that benchmarks/render_piano_set.py renders (public-domain scores, FluidR3 GM piano,
+45 recordings, 5,044 clips), split by recording with the project's own split; and the same scores
+rendered with a soundfont the models never heard (TimGM6mb), scored on the test recordings.
 
-Prints one table: baselines (global mean, clip's own mean spectrum, PCA-256) and both presets, on
-validation and test recordings and under the unseen soundfont, in standardised L1 and dB, with
-training time and samples per second; then the goals. Saves the loss curves of both presets.
+Prints one table, like for like: baselines (global mean, clip's own mean spectrum, PCA-256, and
+PCA-256 + refine: PCA's codes fitted by the same encode-time refinement as `best`) and the presets
+(`best` also without its refinement), on validation and test recordings and under the unseen
+soundfont, in standardised L1 and dB, with training time and samples per second; then `best`'s
+encode time per clip on the CPU and the goals of issue #14. `--ablation` also trains `best` with
+each route of ABLATIONS switched off, one at a time, with the same budget, and prints a second table.
 
-Usage (render the sets first, see the README):
+Usage (render the sets first, see render_piano_set.py):
   python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
-      --unseen-clips /work/bench/pianoset-timgm/clips --minutes 12 [--figure docs/quality_loss.png]
+      --unseen-clips /work/bench/pianoset-timgm/clips --minutes 12 [--ablation] [--figure docs/quality_loss.png]
+A quick end-to-end check (about a minute; the numbers mean nothing):
+  python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
+      --unseen-clips /work/bench/pianoset-timgm/clips --minutes 0.2 --max-recordings 12 --ablation
 """
 from __future__ import annotations
 
@@ -22,62 +28,145 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from beetnet_utils import build_cache, get_config, load_run, train  # noqa: E402
+from beetnet_utils import build_cache, get_config, list_clips, load_run, train  # noqa: E402
 from beetnet_utils.config import with_preset  # noqa: E402
-from beetnet_utils.evaluate import Baselines, reconstruct_all, score  # noqa: E402
+from beetnet_utils.data import parse_clip_name  # noqa: E402
+from beetnet_utils.evaluate import Baselines, reconstruct_all, refined_pca, score  # noqa: E402
+
+# `best` with one route switched off: name -> the config sections it changes
+ABLATIONS = {
+    "no_time_shift": {"train": {"shift_frames": 0}},
+    "no_pca_shifts": {"model": {"pca_shifts": ()}},
+    "no_refine": {"model": {"refine_steps": 0}},
+    "constant_lr": {"train": {"schedule": "constant"}},
+    "no_clamp_loss": {"train": {"clamp_loss": False}},
+}
+ENCODE_TIME = {"refine_steps", "refine_lr"}  # model settings training never reads
+BEST_PLAIN = "best (no refine)"
+
+
+def encode_time_only(changes: dict) -> bool:
+    """True when training would give `best`'s weights anyway, so the row reuses them instead of retraining."""
+    return set(changes) == {"model"} and set(changes["model"]) <= ENCODE_TIME
+
+
+def link_recordings(clips: Path, recordings: list[str], dest: Path) -> Path:
+    """A fresh folder of links to the clips of these recordings only: a quick check on a subset."""
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for p in list_clips(clips):
+        if parse_clip_name(p.name)[0] in recordings:
+            (dest / p.name).symlink_to(p.resolve())
+    return dest
+
+
+def encode_ms_per_clip(run_dir: Path, x: np.ndarray, refine: bool, batch: int = 256) -> float:
+    """Wall time of `best`'s encoder per clip on the CPU, in batches of `batch`, with or without refinement."""
+    run = load_run(run_dir, device="cpu")
+    run.encode(x[:8], refine)  # warm-up
+    t0 = time.perf_counter()
+    for i in range(0, len(x), batch):
+        run.encode(x[i:i + batch], refine)
+    return 1000 * (time.perf_counter() - t0) / len(x)
+
+
+def change(a: float, b: float) -> str:
+    """How much lower a is than b, in percent (positive: a is better)."""
+    return f"{100 * (1 - a / b):+.1f}%"
+
+
+def worse(a: float, b: float) -> str:
+    """How much higher a is than b, in percent (positive: a is worse)."""
+    return f"{100 * (a / b - 1):+.1f}%"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=Path, required=True, help="the rendered set's clips/ folder")
     ap.add_argument("--unseen-clips", type=Path, help="the same scores, another soundfont")
-    ap.add_argument("--minutes", type=float, default=12.0, help="training budget per preset")
-    ap.add_argument("--presets", nargs="+", default=["seed", "best"])
+    ap.add_argument("--minutes", type=float, default=12.0, help="training budget per preset (and per ablation)")
+    ap.add_argument("--presets", nargs="+", default=["original", "best"])
+    ap.add_argument("--ablation", action="store_true", help="also train best with each route of ABLATIONS off")
+    ap.add_argument("--max-recordings", type=int, help="only the first N recordings (a quick check)")
+    ap.add_argument("--encode-clips", type=int, default=512, help="test clips timed for the encode time")
     ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_quality"))
     ap.add_argument("--figure", type=Path, help="write the loss curves of the presets here")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
     args = ap.parse_args()
     started = time.perf_counter()
     quiet = lambda m: None  # noqa: E731
+    presets = list(dict.fromkeys([*args.presets, *(["best"] if args.ablation else [])]))
 
+    clips, unseen_clips = args.clips, args.unseen_clips
+    if args.max_recordings:
+        recs = sorted({parse_clip_name(p.name)[0] for p in list_clips(clips)})[:args.max_recordings]
+        clips = link_recordings(clips, recs, args.work / "subset")
+        if unseen_clips:
+            unseen_clips = link_recordings(unseen_clips, recs, args.work / "subset_unseen")
     cfg = get_config("full").replace(train={"epochs": 1000, "minutes": args.minutes})
-    cache = build_cache(args.clips, args.work / "cache", cfg.features, cfg.data, progress=False, log=quiet)
+    cache = build_cache(clips, args.work / "cache", cfg.features, cfg.data, progress=False, log=quiet)
     test_recs = set(cache.recordings[cache.indices("test")])
-    unseen = None
-    if args.unseen_clips:
-        other = build_cache(args.unseen_clips, args.work / "cache_unseen", cfg.features, cfg.data, progress=False,
-                            log=quiet, split=False)
-        keep = np.isin(other.recordings, list(test_recs))
-        unseen = (other.mels[keep].astype(np.float32), other.recordings[keep])
-
-    f = cache.features
-    baselines = Baselines.fit(cache.db("train"), cfg.model.latent_dim, (f.db_min, f.db_max))
     data = {s: (cache.mels[cache.indices(s)].astype(np.float32), cache.recordings[cache.indices(s)])
             for s in ("val", "test")}
-    if unseen is not None:
-        data["unseen soundfont"] = unseen
+    if unseen_clips:
+        other = build_cache(unseen_clips, args.work / "cache_unseen", cfg.features, cfg.data, progress=False,
+                            log=quiet, split=False)
+        keep = np.isin(other.recordings, list(test_recs))
+        data["unseen soundfont"] = (other.mels[keep].astype(np.float32), other.recordings[keep])
 
-    results, histories, timing = {}, {}, {}
-    for preset in args.presets:
-        run_dir = args.work / f"run_{preset}"
+    f, best_model = cache.features, with_preset(cfg, "best").model
+    pca = f"pca_{cfg.model.latent_dim}"
+    pca_refined = f"{pca} + refine"
+    baselines = Baselines.fit(cache.db("train"), cfg.model.latent_dim, (f.db_min, f.db_max))
+    stats = {"mean": cache.mean, "std": cache.std}
+    results: dict[str, dict] = {name: {} for name in data}
+    for name, (x, recs) in data.items():
+        preds = baselines.predict(x) | {pca_refined: refined_pca(baselines.pca, x, stats, f.db_range,
+                                                                 best_model.refine_steps, best_model.refine_lr)}
+        results[name] |= score(preds, x, recs, cache.std)["models"]
+
+    histories, timing = {}, {}
+
+    def train_and_score(name: str, run_cfg, run_dir: Path) -> None:
         shutil.rmtree(run_dir, ignore_errors=True)
-        history = train(cache, run_dir, with_preset(cfg, preset), device=args.device, progress=False, log=quiet)
-        histories[preset] = history
-        timing[preset] = {"minutes": sum(h["seconds"] for h in history) / 60, "epochs": len(history),
-                          "samples_per_s": float(np.mean([h["samples_per_s"] for h in history]))}
+        history = train(cache, run_dir, run_cfg, device=args.device, progress=False, log=quiet)
+        histories[name] = history
+        timing[name] = {"minutes": sum(h["seconds"] for h in history) / 60, "epochs": len(history),
+                        "samples_per_s": float(np.mean([h["samples_per_s"] for h in history]))}
         run = load_run(run_dir, device=args.device)
         t0 = time.perf_counter()
-        for name, (x, recs) in data.items():
-            results.setdefault(name, {})
-            scored = score({preset: reconstruct_all(run, x)} | baselines.predict(x), x, recs, run.stats["std"])
-            results[name].update(scored["models"])
-        timing[preset]["eval_s"] = time.perf_counter() - t0
-        print(f"{preset}: {len(history)} epochs in {timing[preset]['minutes']:.1f} min, "
-              f"evaluation {timing[preset]['eval_s']:.0f} s", flush=True)
+        for split, (x, recs) in data.items():
+            preds = {name: reconstruct_all(run, x)}
+            if name == "best":
+                preds[BEST_PLAIN] = reconstruct_all(run, x, refine=False)
+            results[split] |= score(preds, x, recs, run.stats["std"])["models"]
+        timing[name]["eval_s"] = time.perf_counter() - t0
+        print(f"{name}: {len(history)} epochs in {timing[name]['minutes']:.1f} min, "
+              f"evaluation {timing[name]['eval_s']:.0f} s", flush=True)
+
+    for preset in presets:
+        train_and_score(preset, with_preset(cfg, preset), args.work / f"run_{preset}")
+    if "best" in timing:
+        x_test = data["test"][0][:args.encode_clips]
+        timing["encode_ms"] = {key: encode_ms_per_clip(args.work / "run_best", x_test, refine)
+                               for key, refine in (("refine", True), ("plain", False))}
+    ablated = {}
+    if args.ablation:
+        for name, changes in ABLATIONS.items():
+            if encode_time_only(changes):  # best's weights, encoded with these settings
+                run = load_run(args.work / "run_best", device=args.device)
+                run.config = run.config.replace(**changes)
+                for split, (x, recs) in data.items():
+                    results[split] |= score({name: reconstruct_all(run, x)}, x, recs, run.stats["std"])["models"]
+                timing[name] = timing["best"] | {"reused": True}
+            else:
+                train_and_score(name, with_preset(cfg, "best").replace(**changes), args.work / f"run_{name}")
+            ablated[name] = changes
 
     n = {name: len(x) for name, (x, _) in data.items()}
     print(f"\n{len(cache.names)} clips: train {len(cache.indices('train'))} clips / "
@@ -87,30 +176,54 @@ def main() -> None:
     cols = list(data)
     print("| model | " + " | ".join(f"{c} L1 (std) | {c} L1 dB" for c in cols) + " | train min | samples/s |")
     print("|---|" + "---:|" * (2 * len(cols) + 2))
-    models = ["global_mean", "clip_mean_spectrum", f"pca_{cfg.model.latent_dim}", *args.presets]
-    for m in models:
+    rows = ["global_mean", "clip_mean_spectrum", pca, pca_refined]
+    rows += [m for p in presets for m in ((BEST_PLAIN, p) if p == "best" else (p,))]
+    for m in rows:
         cells = [f"{results[c][m]['l1_std']:.4f} | {results[c][m]['l1_db']:.2f}" for c in cols]
         t = timing.get(m)
         extra = f"{t['minutes']:.1f} ({t['epochs']} ep) | {t['samples_per_s']:.0f}" if t else "- | -"
         print(f"| {m} | " + " | ".join(cells) + f" | {extra} |")
 
-    pca = f"pca_{cfg.model.latent_dim}"
+    if "encode_ms" in timing:
+        e = timing["encode_ms"]
+        print(f"\nbest's encode time per clip on the CPU (batches of 256, {len(x_test)} test clips, "
+              f"{torch.get_num_threads()} threads): {e['refine']:.2f} ms with refinement "
+              f"({best_model.refine_steps} steps), {e['plain']:.3f} ms without")
     if "best" in results["test"]:
-        b, p = results["test"]["best"]["l1_std"], results["test"][pca]["l1_std"]
-        print(f"\ngoal 1: best {100 * (1 - b / p):+.1f}% lower test L1 than PCA-256 (goal: at least 3%)")
+        b, p, pr = (results["test"][m]["l1_std"] for m in ("best", pca, pca_refined))
+        print(f"\ngoal 1: best {change(b, p)} lower test L1 than PCA-256 (goal: at least 10%)")
+        print(f"goal 2: best {change(b, pr)} lower test L1 than PCA-256 + refine (goal: at least 6%)")
         if "unseen soundfont" in results:
-            bu, pu = results["unseen soundfont"]["best"]["l1_std"], results["unseen soundfont"][pca]["l1_std"]
-            print(f"goal 2: under the unseen soundfont best {bu:.4f} vs PCA-256 {pu:.4f} "
-                  f"({100 * (1 - bu / pu):+.1f}%; goal: no worse)")
-        if "seed" in results["test"]:
-            s = results["test"]["seed"]["l1_std"]
-            print(f"goal 3: best {100 * (1 - b / s):+.1f}% lower test L1 than seed (goal: at least 40%)")
+            u = results["unseen soundfont"]
+            bu, pu, pru = (u[m]["l1_std"] for m in ("best", pca, pca_refined))
+            print(f"goal 3: under the unseen soundfont best {bu:.4f} vs PCA-256 {pu:.4f}: {change(bu, pu)} lower "
+                  f"(goal: at least 12%); vs PCA-256 + refine {pru:.4f}: {change(bu, pru)}")
+        if "original" in results["test"]:
+            print(f"best {change(b, results['test']['original']['l1_std'])} lower test L1 than original")
+
+    if ablated:
+        cols = [c for c in ("test", "unseen soundfont") if c in results]
+        print("\nAblation: best with one route off, same budget "
+              f"({', '.join('unseen recordings' if c == 'test' else c for c in cols)}; vs best: how much higher L1 is without the route)")
+        print("| model | changes | " + " | ".join(f"{c} L1 (std) | {c} L1 dB | vs best" for c in cols)
+              + " | train min |")
+        print("|---|---|" + "---:|" * (3 * len(cols) + 1))
+        for m in ["best", *ablated]:
+            what = "; ".join(f"{s}.{k}={v}" for s, kv in ablated.get(m, {}).items() for k, v in kv.items()) or "-"
+            cells = [f"{results[c][m]['l1_std']:.4f} | {results[c][m]['l1_db']:.2f} | "
+                     f"{worse(results[c][m]['l1_std'], results[c]['best']['l1_std']) if m != 'best' else '-'}"
+                     for c in cols]
+            t = timing[m]
+            extra = "best's weights" if t.get("reused") else f"{t['minutes']:.1f} ({t['epochs']} ep)"
+            print(f"| {m} | {what} | " + " | ".join(cells) + f" | {extra} |")
+
     if args.figure:
         from beetnet_utils.plots import loss_curves
 
         args.figure.parent.mkdir(parents=True, exist_ok=True)
-        loss_curves(histories).savefig(args.figure, dpi=90, bbox_inches="tight")
-    (args.work / "results.json").write_text(json.dumps({"results": results, "timing": timing}, indent=2))
+        loss_curves({p: histories[p] for p in presets}).savefig(args.figure, dpi=90, bbox_inches="tight")
+    (args.work / "results.json").write_text(json.dumps({"results": results, "timing": timing,
+                                                        "ablations": ablated}, indent=2, default=list))
     print(f"total {(time.perf_counter() - started) / 60:.1f} min; results in {args.work / 'results.json'}")
 
 

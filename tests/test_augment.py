@@ -1,0 +1,91 @@
+"""Augmentation: each move does what it says, leaves the shape alone, is the identity at zero, and a seed fixes it."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from beetnet_utils.augment import Gain, MelShift, TimeShift, Tilt, add_gain, shift_mel, tilt
+
+STD = 14.0  # a dB std like the piano set's
+
+
+def batch(seed: int = 0) -> torch.Tensor:
+    return torch.randn(5, 96, 63, generator=torch.Generator().manual_seed(seed))
+
+
+def test_shift_mel_moves_bands_and_repeats_the_edge():
+    x = batch()
+    up, down = shift_mel(x, 2), shift_mel(x, -3)
+    assert torch.equal(up[:, 2:], x[:, :-2]) and torch.equal(up[:, 0], x[:, 0]) and torch.equal(up[:, 1], x[:, 0])
+    assert torch.equal(down[:, :-3], x[:, 3:]) and all(torch.equal(down[:, -i], x[:, -1]) for i in (1, 2, 3))
+    assert torch.equal(shift_mel(x, 0), x)
+
+
+def test_gain_adds_its_amount_to_every_bin_of_its_own_clip():
+    x = batch()
+    amount = torch.arange(5.0).view(5, 1, 1)
+    y = add_gain(x, amount)
+    for i in range(5):
+        assert torch.allclose(y[i] - x[i], torch.full((96, 63), float(i)))
+    assert torch.equal(add_gain(x, 0.0), x)
+
+
+def test_tilt_runs_from_minus_half_to_plus_half_and_keeps_the_mean_level():
+    x = batch()
+    slope = torch.tensor([1.0, -2.0, 0.0, 0.5, 3.0]).view(5, 1, 1)
+    d = tilt(x, slope) - x
+    assert torch.allclose(d[:, 0, 0], -slope.flatten() / 2) and torch.allclose(d[:, -1, 0], slope.flatten() / 2)
+    assert torch.allclose(d[:, :, 0], d[:, :, 40])  # the same in every frame
+    assert torch.allclose(d.mean(dim=(1, 2)), torch.zeros(5), atol=1e-6)
+    assert torch.allclose(d[:, 1:] - d[:, :-1], (slope / 95).expand(5, 95, 63), atol=1e-6)  # linear in the band
+    assert torch.equal(tilt(x, 0.0), x)
+
+
+MAKERS = {
+    "time": lambda seed, m=6: TimeShift(m, seed),
+    "mel": lambda seed, m=3: MelShift(m, seed),
+    "gain": lambda seed, m=6.0: Gain(m, STD, seed),
+    "tilt": lambda seed, m=6.0: Tilt(m, STD, seed),
+}
+
+
+@pytest.mark.parametrize("kind", MAKERS)
+def test_random_moves_keep_the_shape_and_a_seed_fixes_them(kind):
+    a, b, c = MAKERS[kind](1), MAKERS[kind](1), MAKERS[kind](2)
+    outs_a = [a(batch(i)) for i in range(4)]
+    outs_b = [b(batch(i)) for i in range(4)]
+    outs_c = [c(batch(i)) for i in range(4)]
+    assert all(o.shape == (5, 96, 63) for o in outs_a)
+    assert all(torch.equal(p, q) for p, q in zip(outs_a, outs_b))
+    assert not all(torch.equal(p, q) for p, q in zip(outs_a, outs_c))
+    assert not all(torch.equal(p, batch(i)) for i, p in enumerate(outs_a))  # it moved something
+
+
+@pytest.mark.parametrize("kind", MAKERS)
+def test_random_moves_are_the_identity_at_zero_and_draw_nothing(kind):
+    zero = MAKERS[kind](1, 0)
+    state = zero.state_dict().clone()
+    x = batch()
+    assert zero(x) is x
+    assert torch.equal(zero.state_dict(), state)
+
+
+@pytest.mark.parametrize("kind", MAKERS)
+def test_a_restored_state_draws_the_same_next_move(kind):
+    a = MAKERS[kind](3)
+    a(batch())
+    saved = a.state_dict().clone()
+    first = a(batch(1))
+    b = MAKERS[kind](99)
+    b.load_state_dict(saved)
+    assert torch.equal(b(batch(1)), first)
+
+
+@pytest.mark.parametrize("kind", ["gain", "tilt"])
+def test_per_clip_amounts_stay_within_the_limit_and_differ_between_clips(kind):
+    x = torch.zeros(200, 96, 63)
+    d = MAKERS[kind](0, 6.0)(x) - x
+    amount = d[:, 0, 0] if kind == "gain" else d[:, -1, 0] * 2  # tilt: the top band holds +slope/2
+    assert amount.abs().max() <= 6.0 / STD + 1e-6
+    assert amount.abs().max() > 0.8 * 6.0 / STD  # 200 draws reach near the limit
+    assert len(torch.unique(amount)) == 200
