@@ -54,11 +54,13 @@ def outputs(nb) -> str:
                      for c in nb.cells for o in c.get("outputs", []))
 
 
-def run_notebook(name: str, cwd: Path, env: dict[str, str], python: Path, kill_when=None) -> str:
+def run_notebook(name: str, cwd: Path, env: dict[str, str], python: Path, kill_when=None,
+                 kept: Path | None = None) -> str:
     """Run notebooks/NAME.ipynb in a fresh kernel of `python` whose working folder is `cwd` (the host's
     /content or /kaggle/working) and whose environment is exactly `env`; returns what it printed.
     With `kill_when` (a function), the kernel process is killed with SIGKILL once it returns true
-    (a lost VM); the notebook's error is then expected and the output so far is returned."""
+    (a lost VM); the notebook's error is then expected and the output so far is returned. The executed
+    notebook is kept in `kept` (default: beside `cwd`) for a person reading a failure."""
     nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
     km = kernel_manager(python, cwd.parent / f".kernelspec-{cwd.name}")
     client = NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(cwd)}})
@@ -84,7 +86,7 @@ def run_notebook(name: str, cwd: Path, env: dict[str, str], python: Path, kill_w
         killed.set()
         if km.has_kernel:  # a kernel manager passed in is not shut down by the client
             run_sync(km.shutdown_kernel)(now=True)
-        kept = cwd.parent / "executed"  # for a person reading a failure
+        kept = kept or cwd.parent / "executed"
         kept.mkdir(exist_ok=True)
         nbformat.write(nb, kept / f"{len(list(kept.iterdir())):02d}-{name}.ipynb")
     return outputs(nb)

@@ -16,6 +16,8 @@ from beetnet_utils import BeetNetError, download, get_config, runtime
 
 from journey import code_repository, run_notebook
 
+PYTHON = Path(sys.executable)  # the kernels run in this venv: only Colab's image is mirrored (.venv-colab)
+
 
 def read_only(folder: Path) -> None:
     for p in [*folder.rglob("*"), folder]:
@@ -43,26 +45,26 @@ def test_two_notebook_versions_in_kaggle_read_the_attached_dataset_in_place_and_
     dataset = tmp_path / "dataset"  # as Kaggle mounts alexzyukov/beethoven: clips one folder down
     shutil.copytree(clips.path, dataset / "beethoven", ignore=shutil.ignore_patterns("*.json"))
     env = {
-        "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+        "PATH": f"{PYTHON.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
         "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "KAGGLE_KERNEL_RUN_TYPE": "Interactive",
         "KAGGLE_URL_BASE": "https://www.kaggle.com", "BEETNET_CODE_URL": str(code_repository(tmp_path / "code")),
         "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": "best"}
 
-    # version 1: download, cache, and a training cut short by a time budget
+    # version 1: download (nothing to fetch), then a training cut short by a time budget (notebook 02's
+    # step, the cache, runs inside 03 on its own machine)
     kaggle = kaggle_vm(tmp_path, {"beethoven": dataset})
     env |= {"BEETNET_KAGGLE_ROOT": str(kaggle)}
-    said = run_notebook("01_download", kaggle / "working", env, Path(sys.executable))
+    said = run_notebook("01_download", kaggle / "working", env, PYTHON, kept=tmp_path / "executed")
     assert "running on: Kaggle Notebooks" in said and "profile:    smoke (source kaggle" in said
     assert f"{clips.clips} clips from {len(clips.recordings)} recordings" in said
     assert f"in {kaggle / 'input' / 'beethoven' / 'beethoven'} [source: kaggle (attached dataset)" in said
     assert not (kaggle / "working" / "beetnet_data" / "clips").exists()  # read in place: no copies, no links
     kaggle = kaggle_vm(tmp_path, {"beethoven": dataset})  # each notebook has its own machine
-    said = run_notebook("02_preprocess_cache", kaggle / "working", env, Path(sys.executable))
-    cache = json.loads((kaggle / "temp" / "beetnet" / "cache" / "meta.json").read_text())
-    assert cache["clips_dir"] == str(kaggle / "input" / "beethoven" / "beethoven")
-    kaggle = kaggle_vm(tmp_path, {"beethoven": dataset})
-    said = run_notebook("03_train_gpu", kaggle / "working", env | {"BEETNET_MINUTES": "0.0001"}, Path(sys.executable))
+    said = run_notebook("03_train_gpu", kaggle / "working", env | {"BEETNET_MINUTES": "0.0001"}, PYTHON,
+                        kept=tmp_path / "executed")
     assert "no mel cache on this machine (each notebook has its own): building it" in said
+    cache = json.loads((kaggle / "temp" / "beetnet" / "cache" / "meta.json").read_text())  # in temp/, not working/
+    assert cache["clips_dir"] == str(kaggle / "input" / "beethoven" / "beethoven")
     first = kaggle / "working" / "beetnet_data" / "runs" / "smoke-best"
     assert len(json.loads((first / "history.json").read_text())) == 1
     output = tmp_path / "version-1-output"  # what "Save Version" keeps: /kaggle/working
@@ -70,7 +72,7 @@ def test_two_notebook_versions_in_kaggle_read_the_attached_dataset_in_place_and_
 
     # version 2, on a new machine: the dataset and version 1's output attached
     kaggle = kaggle_vm(tmp_path, {"beethoven": dataset, "beetnet-train": output})
-    said = run_notebook("03_train_gpu", kaggle / "working", env, Path(sys.executable))
+    said = run_notebook("03_train_gpu", kaggle / "working", env, PYTHON, kept=tmp_path / "executed")
     run = kaggle / "working" / "beetnet_data" / "runs" / "smoke-best"
     assert f"an earlier version's run was attached as input: copied to {run} to resume it" in said
     assert f"resuming {run} after epoch 1" in said
