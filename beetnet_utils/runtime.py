@@ -90,11 +90,11 @@ def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
     """Can this torch build run on a GPU of this compute capability? It needs the GPU's own `sm_XY`
     kernels, or PTX (`compute_XY`) of that capability or an older one. Kaggle's P100 (sm_60) fails this
     with recent torch builds."""
-    have = major, minor = capability
+    major, minor = capability
     if f"sm_{major}{minor}" in arch_list:
         return True
-    ptx = [a.removeprefix("compute_") for a in arch_list if a.startswith("compute_")]
-    return any(p.isdigit() and (int(p[:-1]), int(p[-1])) <= have for p in ptx)
+    ptx = [a.removeprefix("compute_") for a in arch_list if a.startswith("compute_")]  # "compute_80" -> "80"
+    return any(p.isdigit() and (int(p[:-1]), int(p[-1])) <= (major, minor) for p in ptx)
 
 
 def device(prefer: str | None = None, capability: tuple[int, int] | None = None,

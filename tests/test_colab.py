@@ -120,6 +120,7 @@ def test_the_whole_journey_in_colab_with_a_disconnect_during_training(colab):
 def colab_here(monkeypatch, tmp_path):
     """This process as a Colab VM, with the stand-in google.colab importable."""
     monkeypatch.syspath_prepend(str(STANDINS))
+    monkeypatch.delenv("BEETNET_HOME", raising=False)  # it would take precedence over Colab's folders
     for name, value in {"COLAB_RELEASE_TAG": "release-x", "BEETNET_CONTENT_ROOT": str(tmp_path / "content"),
                         "COLAB_STANDIN_DRIVE": str(tmp_path / "drive"), "COLAB_STANDIN_LOG": str(tmp_path / "calls.log"),
                         "COLAB_STANDIN_SECRETS": str(tmp_path / "secrets.json")}.items():
