@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from beetnet_utils import BeetNetError, download, get_config, runtime
+from beetnet_utils import BeetNetError, download, get_config, runtime, session as sessions
 
 from journey import code_repository, run_notebook
 
@@ -86,6 +86,8 @@ def test_kaggle_is_detected_from_either_variable_and_defaults_to_the_full_profil
         env = runtime.detect({var: "x", "BEETNET_KAGGLE_ROOT": str(tmp_path)}, {})
         assert env.in_kaggle and not env.in_colab and env.hosted and "Kaggle Notebooks" in env.describe()
     assert not runtime.detect({}, {}).in_kaggle
+    s = sessions.start(environ={"KAGGLE_KERNEL_RUN_TYPE": "Batch", "BEETNET_KAGGLE_ROOT": str(tmp_path)})
+    assert s.config.profile == "full" and s.config.data.source == "kaggle"
     p = runtime.paths(env, source="kaggle")  # nothing attached: the clips are fetched into working/
     assert p.clips == tmp_path / "working" / "beetnet_data" / "clips" and not p.clips_attached
     assert p.cache == tmp_path / "temp" / "beetnet" / "cache" and p.runs.parent.parent == tmp_path / "working"
