@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from .storage import BeetNetError
+from .storage import BeetNetError, atomic_dir
 
 DEVICES = ("cpu", "cuda")
 CONTENT_ROOT_ENV, KAGGLE_ROOT_ENV = "BEETNET_CONTENT_ROOT", "BEETNET_KAGGLE_ROOT"
@@ -179,15 +179,10 @@ def adopt_attached_runs(env: Environment, runs: Path) -> list[Path]:
         dest = runs / src.name
         if dest.exists():
             continue
-        runs.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=runs, prefix=f".{src.name}.adopt-"))
-        try:
-            for f in sorted(p for p in src.rglob("*") if p.is_file()):  # files only: no read-only modes
+        with atomic_dir(dest) as staging:
+            for f in sorted(p for p in src.rglob("*") if p.is_file()):  # contents only: not the read-only modes
                 (staging / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, staging / f.relative_to(src))
-            os.replace(staging, dest)
-        finally:
-            shutil.rmtree(staging, ignore_errors=True)
         adopted.append(dest)
     return adopted
 
