@@ -1,6 +1,7 @@
 # `make demo` runs the whole pipeline on the embedded demo data; `make test` runs the tests.
-# Both create .venv on first use. torch is pinned here only: requirements.txt keeps ranges
-# so that Colab's preinstalled torch is never reinstalled.
+# Both create .venv on first use (make test also .venv-colab, the Colab stand-in). torch is pinned
+# here and in tests/colab-image.txt only: requirements.txt keeps ranges so that Colab's preinstalled
+# torch is never reinstalled.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
