@@ -113,3 +113,22 @@ def test_a_p100_gives_the_cpu_with_a_one_line_warning_or_a_clear_error_when_cuda
         runtime.device("cuda", capability=(6, 0), arch_list=recent)
     assert "\n" not in str(e.value)
     assert runtime.device(capability=(7, 5), arch_list=recent) == torch.device("cuda")  # a T4: no fuss
+
+
+def test_an_attached_run_is_copied_writable_once_and_never_over_a_run_already_in_working(tmp_path):
+    env = runtime.detect({"KAGGLE_KERNEL_RUN_TYPE": "Interactive", "BEETNET_KAGGLE_ROOT": str(tmp_path)}, {})
+    earlier = tmp_path / "input" / "beetnet-train" / "beetnet_data" / "runs"
+    for name in ("smoke-best", "smoke-original"):
+        (earlier / name).mkdir(parents=True)
+        (earlier / name / "last.pt").write_bytes(name.encode())
+    (earlier.parent / "clips").mkdir()  # not a run: no last.pt, not inside runs/
+    read_only(tmp_path / "input")
+    runs = tmp_path / "working" / "beetnet_data" / "runs"
+    (runs / "smoke-original").mkdir(parents=True)
+    (runs / "smoke-original" / "last.pt").write_bytes(b"newer")
+    assert runtime.adopt_attached_runs(env, runs) == [runs / "smoke-best"]
+    assert (runs / "smoke-best" / "last.pt").read_bytes() == b"smoke-best"
+    (runs / "smoke-best" / "last.pt").write_bytes(b"trained on")  # writable: training can go on
+    assert (runs / "smoke-original" / "last.pt").read_bytes() == b"newer"
+    assert runtime.adopt_attached_runs(env, runs) == []  # already there: not copied again
+    assert runtime.attached_clips(tmp_path / "input") is None  # no clips attached
