@@ -1,14 +1,19 @@
 # `make demo` runs the whole pipeline on the embedded demo data; `make test` runs the tests.
-# Both create .venv on first use. torch is pinned here only: requirements.txt keeps ranges
-# so that Colab's preinstalled torch is never reinstalled.
+# Both create .venv on first use (make test also .venv-colab, the Colab stand-in). torch is pinned
+# here and in tests/colab-image.txt only: requirements.txt keeps ranges so that Colab's preinstalled
+# torch is never reinstalled.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TORCH := torch==2.11.0 torchaudio==2.11.0
 DEMO_DIR := runs/demo
+# The Colab stand-in: Python 3.13 and the Colab GPU image's versions (tests/colab-image.txt).
+COLAB_VENV := .venv-colab
+COLAB_STAMP := $(COLAB_VENV)/.installed
+PYTHON_COLAB ?= python3.13
 
-.PHONY: setup browser test demo clean
+.PHONY: setup colab-venv browser test demo clean
 
 setup: $(STAMP)
 
@@ -19,6 +24,17 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install -q -r requirements.txt -r requirements-dev.txt
 	touch $(STAMP)
 
+# Python 3.13: $(PYTHON_COLAB), else pyenv's 3.13. Reused while tests/colab-image.txt is unchanged.
+colab-venv: $(COLAB_STAMP)
+
+$(COLAB_STAMP): tests/colab-image.txt
+	@py=$$(for c in $(PYTHON_COLAB) $$HOME/.pyenv/versions/3.13*/bin/python3.13; do \
+		$$c -c 'import sys; assert sys.version_info[:2] == (3, 13)' 2>/dev/null && { echo $$c; break; }; done); \
+	test -n "$$py" || { echo "the Colab stand-in needs Python 3.13: set PYTHON_COLAB=/path/to/python3.13"; exit 1; }; \
+	test -x $(COLAB_VENV)/bin/python || $$py -m venv $(COLAB_VENV)
+	$(COLAB_VENV)/bin/python -m pip install -q -r tests/colab-image.txt
+	touch $(COLAB_STAMP)
+
 NOTEBOOKS := notebooks/01_download.ipynb notebooks/02_preprocess_cache.ipynb \
 	notebooks/03_train_gpu.ipynb notebooks/04_evaluate.ipynb
 
@@ -26,9 +42,9 @@ NOTEBOOKS := notebooks/01_download.ipynb notebooks/02_preprocess_cache.ipynb \
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-# Unit tests (the browser test included), then the four notebooks in order under nbmake on the
-# smoke profile, in a temporary home so nothing is written into the checkout.
-test: setup browser
+# Unit tests (the browser test and the Colab and Kaggle journeys included), then the four notebooks in
+# order under nbmake on the smoke profile, in a temporary home so nothing is written into the checkout.
+test: setup colab-venv browser
 	$(PY) -m pytest -q
 	tmp=$$(mktemp -d) && BEETNET_PROFILE=smoke BEETNET_HOME=$$tmp MPLBACKEND=Agg \
 		$(PY) -m pytest -q -p no:randomly --nbmake $(NOTEBOOKS); rc=$$?; rm -rf $$tmp; exit $$rc

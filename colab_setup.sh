@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Colab set-up: installs only what the Colab image lacks (pip leaves the preinstalled torch and
-# torchaudio alone, since requirements.txt asks for ranges they satisfy). Safe to run again.
+# Colab and Kaggle set-up: installs only what the image lacks (pip leaves the preinstalled torch,
+# torchaudio, numpy and ipywidgets alone, since requirements.txt asks for ranges they satisfy; the
+# Colab journey in tests/test_colab.py checks that pip's list is unchanged). Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")"
 python -m pip install -q -r requirements.txt
@@ -9,7 +10,7 @@ if command -v nvidia-smi >/dev/null 2>&1; then
   echo "GPU: $gpu"
   case "$gpu" in *T4*) ;; *) echo "note: not a T4; timings in the notebooks assume one" ;; esac
 else
-  echo "GPU: none (Runtime > Change runtime type > T4 GPU for training)"
+  echo "GPU: none (for training, Colab: Runtime > Change runtime type > T4 GPU; Kaggle: Settings > Accelerator > GPU T4 x2)"
 fi
 python - <<'PY'
 import importlib

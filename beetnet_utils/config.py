@@ -57,7 +57,7 @@ class DataConfig:
 
     source: str = "kaggle"
     kaggle_handle: str = "alexzyukov/beethoven/versions/1"
-    musicnet_handle: str = "alonhaviv/musicnet/versions/1"
+    musicnet_handle: str = "alonhaviv/musicnet/versions/2"  # version 2, as the original used
     demo_recordings: int = 12
     demo_seconds: float = 180.0
     val_fraction: float = 0.1

@@ -1,8 +1,10 @@
-"""The one place that knows the environment: Colab or not, which GPU, where files live.
+"""The one place that knows the environment: Colab, Kaggle Notebooks or a local machine, which GPU,
+where files live.
 
-Facts only: nothing here trains or evaluates. Nothing else in the package tests for Colab.
-Every function takes the environment as an argument so tests can pretend to be Colab
-without being there.
+Facts only: nothing here trains or evaluates. Nothing else in the package tests for Colab or Kaggle.
+Every function takes the environment as an argument so tests can pretend to be Colab or Kaggle
+without being there; two settings move the hosts' fixed folders (`/content`, `/kaggle`) for the
+tests' stand-ins.
 """
 from __future__ import annotations
 
@@ -11,17 +13,19 @@ import shutil
 import sys
 import tarfile
 import tempfile
+import warnings
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
-from .storage import BeetNetError
+from .storage import BeetNetError, atomic_dir
 
 DEVICES = ("cpu", "cuda")
-COLAB_CONTENT = Path("/content")
-DRIVE_MOUNT = COLAB_CONTENT / "drive"
+CONTENT_ROOT_ENV, KAGGLE_ROOT_ENV = "BEETNET_CONTENT_ROOT", "BEETNET_KAGGLE_ROOT"
+KAGGLE_SECRETS = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")  # Colab secrets kagglehub may need
 
 
 @dataclass(frozen=True)
@@ -29,70 +33,202 @@ class Environment:
     in_colab: bool
     gpu_name: str | None
     home_override: str | None = None  # BEETNET_HOME
+    in_kaggle: bool = False
+    content_root: Path = Path("/content")  # Colab's working folder (BEETNET_CONTENT_ROOT for the stand-in)
+    kaggle_root: Path = Path("/kaggle")  # Kaggle's input/, working/, temp/ (BEETNET_KAGGLE_ROOT)
+
+    @property
+    def hosted(self) -> bool:
+        """Colab or Kaggle: the notebooks default to the full profile there."""
+        return self.in_colab or self.in_kaggle
 
     @property
     def is_t4(self) -> bool:
         return bool(self.gpu_name) and "T4" in self.gpu_name
 
     def describe(self) -> str:
-        where = "Google Colab" if self.in_colab else "local machine"
+        where = "Google Colab" if self.in_colab else "Kaggle Notebooks" if self.in_kaggle else "local machine"
         gpu = self.gpu_name or "no GPU (CPU only)"
-        warn = "" if self.is_t4 or not self.in_colab else "  (not a T4: timings in the notebooks assume one)"
+        if not self.hosted or self.is_t4:
+            warn = ""
+        elif self.gpu_name:
+            warn = "  (not a T4: timings in the notebooks assume one)"
+        else:
+            warn = "  (no GPU: pick a T4 as the accelerator to train)"
         return f"{where}; {gpu}{warn}"
 
 
 @dataclass(frozen=True)
 class Paths:
-    """Folders for one environment. In Colab, runs live on Drive; the cache is read from local disk."""
+    """Folders for one environment. In Colab, runs live on Drive; the cache is read from local disk.
+    In Kaggle, an attached dataset of clips is read in place (`clips_attached`)."""
 
     home: Path
     clips: Path
     cache: Path
     runs: Path
     cache_archive: Path | None  # Colab: the cache packed as one file on Drive, restored after a disconnect
+    clips_attached: bool = False  # Kaggle: `clips` is a read-only input, used as it is
 
 
 def detect(environ: Mapping[str, str] | None = None, modules: Mapping | None = None) -> Environment:
     environ = os.environ if environ is None else environ
     modules = sys.modules if modules is None else modules
     in_colab = "COLAB_RELEASE_TAG" in environ or "google.colab" in modules
-    return Environment(in_colab=in_colab, gpu_name=gpu_name(), home_override=environ.get("BEETNET_HOME"))
+    in_kaggle = "KAGGLE_KERNEL_RUN_TYPE" in environ or "KAGGLE_DATA_PROXY_URL" in environ
+    return Environment(in_colab=in_colab, gpu_name=gpu_name(), home_override=environ.get("BEETNET_HOME"),
+                       in_kaggle=in_kaggle and not in_colab,
+                       content_root=Path(environ.get(CONTENT_ROOT_ENV, "/content")),
+                       kaggle_root=Path(environ.get(KAGGLE_ROOT_ENV, "/kaggle")))
 
 
 def gpu_name() -> str | None:
     return torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
 
 
-def device(prefer: str | None = None) -> torch.device:
-    """`prefer` ('cpu' or 'cuda') or the best available; asking for CUDA without one is an error."""
-    if prefer == "cuda" and not torch.cuda.is_available():
-        raise BeetNetError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
-    return torch.device(prefer or ("cuda" if torch.cuda.is_available() else "cpu"))
+def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
+    """Can this torch build run on a GPU of this compute capability? It needs the GPU's own `sm_XY`
+    kernels, or PTX (`compute_XY`) of that capability or an older one. Kaggle's P100 (sm_60) fails this
+    with recent torch builds."""
+    major, minor = capability
+    if f"sm_{major}{minor}" in arch_list:
+        return True
+    ptx = [a.removeprefix("compute_") for a in arch_list if a.startswith("compute_")]  # "compute_80" -> "80"
+    return any(p.isdigit() and (int(p[:-1]), int(p[-1])) <= (major, minor) for p in ptx)
 
 
-def paths(env: Environment, drive_root: Path | None = None) -> Paths:
-    """Where clips, cache and runs live. `drive_root` defaults to /content/drive/MyDrive/beetnet."""
+def device(prefer: str | None = None, capability: tuple[int, int] | None = None,
+           arch_list: list[str] | None = None) -> torch.device:
+    """`prefer` ('cpu' or 'cuda') or the best available. Asking for CUDA without a usable GPU is an error;
+    a GPU this torch build cannot run (Kaggle's P100) gives the CPU with a one-line warning instead of a
+    crash at the first operation. `capability` and `arch_list` default to the installed GPU and torch."""
+    if prefer == "cpu":
+        return torch.device("cpu")
+    if not torch.cuda.is_available() and capability is None:
+        if prefer == "cuda":
+            raise BeetNetError("--device cuda was asked for but no CUDA GPU is visible: use --device cpu")
+        return torch.device("cpu")
+    capability = capability or torch.cuda.get_device_capability(0)
+    arch_list = torch.cuda.get_arch_list() if arch_list is None else arch_list
+    if gpu_supported(capability, arch_list):
+        return torch.device("cuda")
+    sm = "sm_{}{}".format(*capability)
+    advice = (f"this torch build cannot run this GPU ({sm}; it has {' '.join(arch_list) or 'no GPU code'}): "
+              "pick GPU T4 x2 as the accelerator (Kaggle: Settings > Accelerator)")
+    if prefer == "cuda":
+        raise BeetNetError(f"--device cuda: {advice}, or use --device cpu")
+    warnings.warn(f"training on the CPU: {advice}", stacklevel=2)
+    return torch.device("cpu")
+
+
+def paths(env: Environment, drive_root: Path | None = None, drive_mounted: bool = True,
+          source: str | None = None) -> Paths:
+    """Where clips, cache and runs live. `drive_root` defaults to CONTENT/drive/MyDrive/beetnet; without a
+    mounted Drive, Colab's runs stay on the VM's disk. In Kaggle, with `source` "kaggle" and a dataset
+    of clips attached under input/, the clips are read where they are."""
     if env.home_override:
         home = Path(env.home_override).expanduser()
         return Paths(home, home / "clips", home / "cache", home / "runs", None)
     if env.in_colab:
-        local = COLAB_CONTENT / "beetnet"
-        drive = drive_root or DRIVE_MOUNT / "MyDrive" / "beetnet"
+        local = env.content_root / "beetnet_data"  # beside the code, which the set-up cell clones to beetnet/
+        if not drive_mounted:
+            return Paths(local, local / "clips", local / "cache", local / "runs", None)
+        drive = drive_root or env.content_root / "drive" / "MyDrive" / "beetnet"
         return Paths(local, local / "clips", local / "cache", drive / "runs", drive / "cache.tar")
+    if env.in_kaggle:
+        working = env.kaggle_root / "working" / "beetnet_data"  # the set-up cell clones the code to beetnet/
+        attached = attached_clips(env.kaggle_root / "input") if source == "kaggle" else None
+        return Paths(working, attached or working / "clips", env.kaggle_root / "temp" / "beetnet" / "cache",
+                     working / "runs", None, clips_attached=attached is not None)
     home = Path.cwd() / "beetnet_data"
     return Paths(home, home / "clips", home / "cache", home / "runs", None)
 
 
-def mount_drive(env: Environment) -> bool:
-    """Mount Google Drive in Colab (asks the user once); a no-op elsewhere."""
+def _folders(root: Path, depth: int):
+    """`root` and its sub-folders down to `depth` levels, in a stable order, without following links."""
+    yield root
+    if depth > 0:
+        for child in sorted(p for p in root.iterdir() if p.is_dir() and not p.is_symlink()):
+            yield from _folders(child, depth - 1)
+
+
+def attached_clips(inputs: Path, depth: int = 4) -> Path | None:
+    """The folder under Kaggle's input/ that holds the most `{recording}_{k}.wav` clips, if any."""
+    if not inputs.is_dir():
+        return None
+    counts = {d: sum(1 for p in d.glob("*_*.wav") if p.stem.rsplit("_", 1)[-1].isdigit())
+              for d in _folders(inputs, depth)}
+    best = max(counts, key=lambda d: counts[d], default=None)
+    return best if best is not None and counts[best] else None
+
+
+def attached_runs(env: Environment, depth: int = 5) -> list[Path]:
+    """Run folders (with a last.pt, inside a folder named runs) of an earlier notebook version's output
+    attached under Kaggle's input/."""
+    inputs = env.kaggle_root / "input"
+    if not env.in_kaggle or not inputs.is_dir():
+        return []
+    return [d for d in _folders(inputs, depth) if d.parent.name == "runs" and (d / "last.pt").is_file()]
+
+
+def adopt_attached_runs(env: Environment, runs: Path) -> list[Path]:
+    """Copy attached earlier runs into `runs` (inputs are read-only, and training writes into its run
+    folder), unless a run of that name is already there; returns the copies made."""
+    adopted = []
+    for src in attached_runs(env):
+        dest = runs / src.name
+        if dest.exists():
+            continue
+        with atomic_dir(dest) as staging:
+            for f in sorted(p for p in src.rglob("*") if p.is_file()):  # contents only: not the read-only modes
+                (staging / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, staging / f.relative_to(src))
+        adopted.append(dest)
+    return adopted
+
+
+def colab_secrets(env: Environment, environ: Mapping[str, str]) -> dict[str, str]:
+    """Kaggle credentials from Colab's secrets (the key icon), for those not already in `environ`.
+    kagglehub reads them from the environment; it reads Colab's secrets itself only in Colab's own shell."""
+    if not env.in_colab or any(name in environ for name in KAGGLE_SECRETS):
+        return {}
+    from google.colab import userdata  # type: ignore[import-not-found]
+
+    found = {}
+    for name in KAGGLE_SECRETS:
+        try:  # missing (SecretNotFoundError), not shared with this notebook (NotebookAccessError), timed out
+            found[name] = userdata.get(name).strip()
+        except Exception:  # noqa: BLE001  (Colab's exception classes differ between releases)
+            pass
+    return {k: v for k, v in found.items() if v}
+
+
+def widgets_major() -> int:
+    """ipywidgets' major version, without importing it."""
+    return int(metadata.version("ipywidgets").split(".")[0])
+
+
+def mount_drive(env: Environment, timeout_s: float = 120.0) -> bool:
+    """Mount Google Drive in Colab (asks the user once); False elsewhere, or if the mount fails or times
+    out, with a warning that runs then stay on the VM's disk and do not survive a disconnect."""
     if not env.in_colab:
         return False
     from google.colab import drive, output  # type: ignore[import-not-found]
 
-    output.enable_custom_widget_manager()  # ipywidgets 8 in Colab
-    if not (DRIVE_MOUNT / "MyDrive").exists():
-        drive.mount(str(DRIVE_MOUNT))
-    return True
+    if widgets_major() >= 8:  # Colab's own image has ipywidgets 7, whose widgets need no custom manager
+        output.enable_custom_widget_manager()
+    mount = env.content_root / "drive"
+    if (mount / "MyDrive").exists():
+        return True
+    try:
+        drive.mount(str(mount), timeout_ms=int(timeout_s * 1000))
+        problem = None if (mount / "MyDrive").exists() else f"no MyDrive folder in {mount}"
+    except Exception as exc:  # noqa: BLE001  (ValueError, TimeoutError, or Colab's MessageError when refused)
+        problem = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:160]
+    if problem:
+        print(f"warning: Google Drive did not mount ({problem}); runs stay on this VM's disk and will NOT "
+              "survive a disconnect: run this cell again to retry the mount")
+    return problem is None
 
 
 def backup_cache(cache_dir: Path, archive: Path) -> Path:

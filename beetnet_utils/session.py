@@ -13,17 +13,19 @@ from pathlib import Path
 from typing import Mapping
 
 from .config import DEFAULT_PRESET, PROFILE_ENV, PRESETS, Config, get_config, with_preset
-from .data import ClipFolder, download
+from .data import ClipFolder, describe, download
 from .evaluate import evaluate, evaluate_clips, save_report
 from .features import MelCache, build_cache, load_cache
 from .generate import generation_report
 from .run import Run, load_run
-from .runtime import Environment, Paths, backup_cache, detect, mount_drive, paths, restore_cache
+from .runtime import (Environment, Paths, adopt_attached_runs, backup_cache, colab_secrets, detect, mount_drive,
+                      paths, restore_cache)
 from .storage import BeetNetError
 from .train import train
 
 # The kernel's environment steers a session (make demo and the tests set these; a person need not).
 PRESET_ENV, MINUTES_ENV = "BEETNET_PRESET", "BEETNET_MINUTES"
+SOURCE_ENV, EPOCHS_ENV = "BEETNET_SOURCE", "BEETNET_EPOCHS"  # change the profile's clip source and epochs
 
 
 @dataclass
@@ -42,7 +44,7 @@ class Session:
             f"running on: {self.env.describe()}",
             f"profile:    {self.config.profile} (source {self.config.data.source}, {self.config.train.epochs} epochs, "
             f"model preset {self.preset})",
-            f"clips:      {p.clips}",
+            f"clips:      {p.clips}" + (" (an attached dataset, read in place)" if p.clips_attached else ""),
             f"cache:      {p.cache}" + (f" (kept on Drive as {p.cache_archive})" if p.cache_archive else ""),
             f"runs:       {p.runs}",
         ])
@@ -56,11 +58,19 @@ class Session:
     # --- the four steps ------------------------------------------------------------------------
 
     def download(self, source: str | None = None, audio_dir: Path | None = None, progress: bool = True) -> ClipFolder:
-        """Step 1: fetch or build the clip folder (`source` defaults to the profile's)."""
+        """Step 1: fetch or build the clip folder (`source` defaults to the profile's). Kaggle Notebooks
+        with the dataset attached: its clips are used where they are, never copied."""
+        if self.paths.clips_attached and (source or self.config.data.source) == "kaggle":
+            return describe(self.paths.clips, "kaggle (attached dataset)")
         return download(source or self.config.data.source, self.paths.clips, self.config, audio_dir, progress)
 
     def cache(self, progress: bool = True) -> MelCache:
-        """Step 2: build or reuse the mel cache; in Colab also keep a one-file copy on Drive."""
+        """Step 2: build or reuse the mel cache; in Colab also keep a one-file copy on Drive. Each Colab
+        or Kaggle notebook runs on its own machine, so there the clips of notebook 01 are fetched again if
+        missing."""
+        if self.env.hosted and not self.paths.clips.is_dir():
+            print("the clips are not on this machine (each notebook has its own): fetching them again")
+            self.download(progress=progress)
         cache = build_cache(self.paths.clips, self.paths.cache, self.config.features, self.config.data,
                             progress=progress)
         archive = self.paths.cache_archive
@@ -70,9 +80,13 @@ class Session:
         return cache
 
     def load_cache(self) -> MelCache:
-        """The cache built by step 2, restored from Drive first if the VM lost it."""
+        """The cache built by step 2: restored from Drive first if the VM lost it. In Colab and Kaggle each
+        notebook runs on its own machine, so there a missing cache is built again (from the clips)."""
         if self.paths.cache_archive and restore_cache(self.paths.cache_archive, self.paths.cache):
             print(f"restored the cache from {self.paths.cache_archive}")
+        if self.env.hosted and not (self.paths.cache / "meta.json").exists():
+            print("no mel cache on this machine (each notebook has its own): building it")
+            return self.cache(progress=False)
         return load_cache(self.paths.cache)
 
     def train(self, preset: str | None = None, run_dir: Path | None = None, device: str | None = None,
@@ -119,13 +133,22 @@ def for_folders(profile: str | None = None, clips: Path | None = None, cache: Pa
 
 
 def start(profile: str | None = None, environ: Mapping[str, str] | None = None) -> Session:
-    """The one set-up call: detect the environment, mount Drive in Colab, pick the profile
-    (Colab: full; elsewhere: demo), and print where everything lives."""
+    """The one set-up call: detect the environment; in Colab mount Drive and take Kaggle credentials from
+    Colab's secrets; in Kaggle pick up runs of an earlier notebook version attached as input; pick the
+    profile (Colab and Kaggle: full; elsewhere: demo); print where everything lives."""
     environ = os.environ if environ is None else environ
     env = detect(environ)
-    mount_drive(env)
-    cfg = get_config(profile or environ.get(PROFILE_ENV) or ("full" if env.in_colab else "demo"))
+    mounted = mount_drive(env)
+    os.environ.update(colab_secrets(env, environ))
+    cfg = get_config(profile or environ.get(PROFILE_ENV) or ("full" if env.hosted else "demo"))
+    if environ.get(SOURCE_ENV):
+        cfg = cfg.replace(data={"source": environ[SOURCE_ENV]})
+    if environ.get(EPOCHS_ENV):
+        cfg = cfg.replace(train={"epochs": int(environ[EPOCHS_ENV])})
     minutes = float(environ[MINUTES_ENV]) if environ.get(MINUTES_ENV) else None
-    session = Session(env, paths(env), cfg, environ.get(PRESET_ENV, DEFAULT_PRESET), minutes)
+    where = paths(env, drive_mounted=mounted, source=cfg.data.source)
+    for run in adopt_attached_runs(env, where.runs):
+        print(f"an earlier version's run was attached as input: copied to {run} to resume it")
+    session = Session(env, where, cfg, environ.get(PRESET_ENV, DEFAULT_PRESET), minutes)
     print(session.describe())
     return session

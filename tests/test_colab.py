@@ -1,0 +1,164 @@
+"""Colab, end to end, against a stand-in: the Colab image's Python and packages (.venv-colab, built by
+`make colab-venv` from tests/colab-image.txt), a stand-in google.colab (tests/standins), a folder for
+/content, a folder for Google Drive, and Kaggle on loopback. The four notebooks run in real kernels of
+that Python, their set-up cell cloning the code and running colab_setup.sh as in Colab; then a lost VM
+in the middle of training, and the run resumed from Drive equals one trained straight through."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from beetnet_utils import download, get_config, runtime, session as sessions
+
+from journey import REPO, STANDINS, code_repository, run_notebook, serve_kaggle, zip_of
+
+COLAB_PYTHON = REPO / ".venv-colab" / "bin" / "python"
+TOKEN = "KGAT_standin_token_0123456789"
+EPOCHS = 3  # notebook 03's run, killed after its first checkpoint
+
+
+def freeze() -> list[str]:
+    return subprocess.run([COLAB_PYTHON, "-m", "pip", "list", "--format=freeze"], check=True, capture_output=True,
+                          text=True).stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def colab(tmp_path_factory):
+    """The folders and the kernel environment of a Colab VM, and a loopback Kaggle serving the smoke clips."""
+    assert COLAB_PYTHON.exists(), "the Colab stand-in is missing: run `make colab-venv` (make test does)"
+    root = tmp_path_factory.mktemp("colab")
+    clips = download("demo", root / "demo-clips", get_config("smoke"), progress=False)
+    assert len(clips.recordings) >= 6  # enough recordings for a train/val/test split
+    (root / "secrets.json").write_text(json.dumps({"KAGGLE_API_TOKEN": TOKEN}))
+    for d in ("content", "drive", "home"):
+        (root / d).mkdir()
+    env = {
+        "PATH": f"{COLAB_PYTHON.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(root / "home"), "LANG": "C.UTF-8",
+        "PYTHONPATH": str(STANDINS), "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg",
+        # what Colab's runtime sets (TBE_RUNTIME_ADDR: its Kaggle cache service, here the loopback)
+        "COLAB_RELEASE_TAG": "release-colab-external_20260801-060000_RC00", "TBE_RUNTIME_ADDR": "127.0.0.1:7777",
+        "COLAB_STANDIN_DRIVE": str(root / "drive"), "COLAB_STANDIN_SECRETS": str(root / "secrets.json"),
+        "COLAB_STANDIN_LOG": str(root / "calls.log"),
+        "BEETNET_CONTENT_ROOT": str(root / "content"), "BEETNET_CODE_URL": str(code_repository(root / "code")),
+        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": "original",
+        "BEETNET_EPOCHS": str(EPOCHS),
+        "KAGGLE_API_ENVIRONMENT": "TEST", "KAGGLEHUB_CACHE": str(root / "content" / ".cache" / "kagglehub"),
+    }
+    kaggle, server = serve_kaggle(zip_of(clips.path))
+    yield root, env, kaggle
+    server.shutdown()
+    server.server_close()
+
+
+def new_vm(root) -> None:
+    """A new VM: /content is empty (the clone, the clips, the cache, kagglehub's cache); Drive keeps its files.
+    Colab gives each notebook its own VM, and a disconnect loses it."""
+    shutil.rmtree(root / "content")
+    (root / "content").mkdir()
+
+
+def test_the_whole_journey_in_colab_with_a_disconnect_during_training(colab):
+    root, env, kaggle = colab
+    content, runs = root / "content", root / "drive" / "beetnet" / "runs"
+    image = freeze()
+
+    said = run_notebook("01_download", content, env, COLAB_PYTHON)
+    assert freeze() == image  # colab_setup.sh installed nothing: torch, torchaudio, numpy, ipywidgets untouched
+    assert (content / "beetnet" / "beetnet_utils").is_dir()  # the set-up cell cloned the code
+    assert "running on: Google Colab" in said and "profile:    smoke (source kaggle" in said
+    assert "skipped inputs: none" in said
+    # Colab's Kaggle cache service was asked first (not cached there), then Kaggle's API, with the token
+    # from a Colab secret
+    assert kaggle.seen == [("is_supported", f"Bearer {TOKEN}"), ("DownloadDataset", f"Bearer {TOKEN}")]
+    calls = (root / "calls.log").read_text()
+    assert "userdata.get KAGGLE_API_TOKEN" in calls and f"drive.mount {content / 'drive'} ok" in calls
+    assert "enable_custom_widget_manager" not in calls  # ipywidgets 7.7.1 in Colab's image: not to be called
+
+    new_vm(root)
+    said = run_notebook("02_preprocess_cache", content, env, COLAB_PYTHON)
+    assert "the clips are not on this machine" in said
+    assert (root / "drive" / "beetnet" / "cache.tar").is_file() and "copying the cache to Drive" in said
+
+    run = runs / "smoke-original"
+    new_vm(root)
+    run_notebook("03_train_gpu", content, env, COLAB_PYTHON, kill_when=lambda: (run / "last.pt").exists())
+    done = json.loads((run / "history.json").read_text())
+    assert 1 <= len(done) < EPOCHS, "the kernel was to be killed in the middle of training"
+    new_vm(root)  # lost in the middle of training
+
+    said = run_notebook("03_train_gpu", content, env, COLAB_PYTHON)
+    mounted = content / "drive" / "MyDrive" / "beetnet" / "runs" / "smoke-original"  # the same folder, as mounted
+    assert "restored the cache from" in said and f"resuming {mounted} after epoch {len(done)}" in said
+    assert len(json.loads((run / "history.json").read_text())) == EPOCHS
+    new_vm(root)
+
+    said = run_notebook("04_evaluate", content, env, COLAB_PYTHON)
+    assert "restored the cache from" in said and "trained presets: original" in said
+    assert (runs / "report.json").is_file()
+
+    # the same run trained without a break, in the same Python, on the same cache
+    straight = root / "straight"
+    subprocess.run([COLAB_PYTHON, "-m", "beetnet_utils", "train", "--profile", "smoke", "--preset", "original",
+                    "--epochs", str(EPOCHS), "--device", "cpu", "--cache", content / "beetnet_data" / "cache",
+                    "--run", straight], cwd=REPO, env=env | {"PYTHONPATH": str(REPO)}, check=True,
+                   capture_output=True)
+    resumed = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    whole = torch.load(straight / "last.pt", map_location="cpu", weights_only=False)
+    assert resumed["epoch"] == whole["epoch"] == EPOCHS
+    assert resumed["model"].keys() == whole["model"].keys()
+    for name, weights in whole["model"].items():
+        assert torch.equal(resumed["model"][name], weights), name
+
+
+@pytest.fixture
+def colab_here(monkeypatch, tmp_path):
+    """This process as a Colab VM, with the stand-in google.colab importable."""
+    monkeypatch.syspath_prepend(str(STANDINS))
+    monkeypatch.delenv("BEETNET_HOME", raising=False)  # it would take precedence over Colab's folders
+    for name, value in {"COLAB_RELEASE_TAG": "release-x", "BEETNET_CONTENT_ROOT": str(tmp_path / "content"),
+                        "COLAB_STANDIN_DRIVE": str(tmp_path / "drive"), "COLAB_STANDIN_LOG": str(tmp_path / "calls.log"),
+                        "COLAB_STANDIN_SECRETS": str(tmp_path / "secrets.json")}.items():
+        monkeypatch.setenv(name, value)
+    (tmp_path / "drive").mkdir()
+    yield tmp_path
+    for name in [m for m in sys.modules if m.startswith("google.colab")]:  # or later tests would be "in Colab"
+        del sys.modules[name]
+
+
+@pytest.mark.parametrize("mode", ["fail", "timeout"])
+def test_a_drive_that_does_not_mount_falls_back_to_local_folders_with_a_warning(colab_here, monkeypatch, capsys, mode):
+    monkeypatch.setenv("COLAB_STANDIN_DRIVE_MODE", mode)
+    s = sessions.start("smoke")
+    said = capsys.readouterr().out
+    warning = [line for line in said.splitlines() if line.startswith("warning: Google Drive did not mount")]
+    assert len(warning) == 1 and "will NOT survive a disconnect" in warning[0]
+    assert s.paths.runs == colab_here / "content" / "beetnet_data" / "runs" and s.paths.cache_archive is None
+    assert f"drive.mount {colab_here / 'content' / 'drive'} {mode}" in (colab_here / "calls.log").read_text()
+
+
+def test_drive_mounted_keeps_runs_on_drive_and_ipywidgets_8_gets_the_widget_manager(colab_here, capsys):
+    s = sessions.start("smoke")
+    assert s.paths.runs == colab_here / "content" / "drive" / "MyDrive" / "beetnet" / "runs"
+    assert s.paths.runs.resolve().parent.parent == colab_here / "drive"
+    assert "warning" not in capsys.readouterr().out
+    assert runtime.widgets_major() >= 8  # this venv's ipywidgets
+    assert "output.enable_custom_widget_manager" in (colab_here / "calls.log").read_text()
+
+
+def test_kaggle_credentials_come_from_colab_secrets_unless_set(colab_here, monkeypatch):
+    for name in runtime.KAGGLE_SECRETS:  # absent here, and absent again after the test
+        monkeypatch.setenv(name, "x")
+        monkeypatch.delenv(name)
+    env = runtime.detect()
+    assert runtime.colab_secrets(env, {}) == {}  # no secrets file: SecretNotFoundError for each, none found
+    (colab_here / "secrets.json").write_text(json.dumps({"KAGGLE_USERNAME": "ann", "KAGGLE_KEY": " k \n"}))
+    assert runtime.colab_secrets(env, {}) == {"KAGGLE_USERNAME": "ann", "KAGGLE_KEY": "k"}
+    assert runtime.colab_secrets(env, {"KAGGLE_API_TOKEN": "mine"}) == {}  # the environment wins
+    sessions.start("smoke")
+    assert os.environ["KAGGLE_USERNAME"] == "ann"

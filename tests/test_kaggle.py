@@ -1,0 +1,134 @@
+"""Kaggle Notebooks, end to end, against a stand-in: a folder for /kaggle whose input/ holds the clip
+dataset read-only, Kaggle's environment variables, and the notebooks in real kernels whose working folder
+is /kaggle/working. Then the next notebook version: the first one's output attached as input, and its
+run picked up and resumed. Also the GPU decision for Kaggle's P100, with the capability passed in."""
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from beetnet_utils import BeetNetError, download, get_config, runtime, session as sessions
+
+from journey import code_repository, run_notebook
+
+PYTHON = Path(sys.executable)  # the kernels run in this venv: only Colab's image is mirrored (.venv-colab)
+
+
+def read_only(folder: Path) -> None:
+    for p in [*folder.rglob("*"), folder]:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+
+
+def kaggle_vm(root: Path, inputs: dict[str, Path]) -> Path:
+    """A fresh /kaggle: empty working/ and temp/, and `inputs` attached read-only under input/."""
+    kaggle = root / "kaggle"
+    if kaggle.exists():
+        for p in kaggle.rglob("*"):
+            if p.is_dir() and not p.is_symlink():
+                p.chmod(0o755)
+        shutil.rmtree(kaggle)
+    for d in ("working", "temp", "input"):
+        (kaggle / d).mkdir(parents=True)
+    for name, src in inputs.items():
+        shutil.copytree(src, kaggle / "input" / name)
+        read_only(kaggle / "input" / name)
+    return kaggle
+
+
+def test_two_notebook_versions_in_kaggle_read_the_attached_dataset_in_place_and_resume_the_earlier_run(tmp_path):
+    clips = download("demo", tmp_path / "demo", get_config("smoke"), progress=False)
+    dataset = tmp_path / "dataset"  # as Kaggle mounts alexzyukov/beethoven: clips one folder down
+    shutil.copytree(clips.path, dataset / "beethoven", ignore=shutil.ignore_patterns("*.json"))
+    env = {
+        "PATH": f"{PYTHON.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
+        "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "KAGGLE_KERNEL_RUN_TYPE": "Interactive",
+        "KAGGLE_URL_BASE": "https://www.kaggle.com", "BEETNET_CODE_URL": str(code_repository(tmp_path / "code")),
+        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": "best"}
+
+    # version 1: download (nothing to fetch), then a training cut short by a time budget (notebook 02's
+    # step, the cache, runs inside 03 on its own machine)
+    kaggle = kaggle_vm(tmp_path, {"beethoven": dataset})
+    env |= {"BEETNET_KAGGLE_ROOT": str(kaggle)}
+    said = run_notebook("01_download", kaggle / "working", env, PYTHON, kept=tmp_path / "executed")
+    assert "running on: Kaggle Notebooks" in said and "profile:    smoke (source kaggle" in said
+    assert f"{clips.clips} clips from {len(clips.recordings)} recordings" in said
+    assert f"in {kaggle / 'input' / 'beethoven' / 'beethoven'} [source: kaggle (attached dataset)" in said
+    assert not (kaggle / "working" / "beetnet_data" / "clips").exists()  # read in place: no copies, no links
+    kaggle = kaggle_vm(tmp_path, {"beethoven": dataset})  # each notebook has its own machine
+    said = run_notebook("03_train_gpu", kaggle / "working", env | {"BEETNET_MINUTES": "0.0001"}, PYTHON,
+                        kept=tmp_path / "executed")
+    assert "no mel cache on this machine (each notebook has its own): building it" in said
+    cache = json.loads((kaggle / "temp" / "beetnet" / "cache" / "meta.json").read_text())  # in temp/, not working/
+    assert cache["clips_dir"] == str(kaggle / "input" / "beethoven" / "beethoven")
+    first = kaggle / "working" / "beetnet_data" / "runs" / "smoke-best"
+    assert len(json.loads((first / "history.json").read_text())) == 1
+    output = tmp_path / "version-1-output"  # what "Save Version" keeps: /kaggle/working
+    shutil.copytree(kaggle / "working", output, ignore=shutil.ignore_patterns("beetnet"))
+
+    # version 2, on a new machine: the dataset and version 1's output attached
+    kaggle = kaggle_vm(tmp_path, {"beethoven": dataset, "beetnet-train": output})
+    said = run_notebook("03_train_gpu", kaggle / "working", env, PYTHON, kept=tmp_path / "executed")
+    run = kaggle / "working" / "beetnet_data" / "runs" / "smoke-best"
+    assert f"an earlier version's run was attached as input: copied to {run} to resume it" in said
+    assert f"resuming {run} after epoch 1" in said
+    assert len(json.loads((run / "history.json").read_text())) == 2
+    attached = kaggle / "input" / "beetnet-train" / "beetnet_data" / "runs" / "smoke-best" / "history.json"
+    assert len(json.loads(attached.read_text())) == 1  # the input is left as it was
+
+
+def test_kaggle_is_detected_from_either_variable_and_defaults_to_the_full_profile(tmp_path):
+    for var in ("KAGGLE_KERNEL_RUN_TYPE", "KAGGLE_DATA_PROXY_URL"):
+        env = runtime.detect({var: "x", "BEETNET_KAGGLE_ROOT": str(tmp_path)}, {})
+        assert env.in_kaggle and not env.in_colab and env.hosted and "Kaggle Notebooks" in env.describe()
+    assert not runtime.detect({}, {}).in_kaggle
+    s = sessions.start(environ={"KAGGLE_KERNEL_RUN_TYPE": "Batch", "BEETNET_KAGGLE_ROOT": str(tmp_path)})
+    assert s.config.profile == "full" and s.config.data.source == "kaggle"
+    p = runtime.paths(env, source="kaggle")  # nothing attached: the clips are fetched into working/
+    assert p.clips == tmp_path / "working" / "beetnet_data" / "clips" and not p.clips_attached
+    assert p.cache == tmp_path / "temp" / "beetnet" / "cache" and p.runs.parent.parent == tmp_path / "working"
+
+
+@pytest.mark.parametrize("capability, arch, usable", [
+    ((7, 5), ["sm_75", "sm_80", "sm_86", "sm_90"], True),  # T4
+    ((6, 0), ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"], False),  # P100 with a recent torch
+    ((6, 0), ["sm_50", "sm_60", "sm_70"], True),
+    ((8, 9), ["sm_80", "compute_80"], True),  # no sm_89 code, but PTX of an older one
+    ((7, 0), ["sm_80", "compute_80"], False),  # PTX only of a newer one
+])
+def test_a_gpu_that_this_torch_cannot_run_is_recognised(capability, arch, usable):
+    assert runtime.gpu_supported(capability, arch) is usable
+
+
+def test_a_p100_gives_the_cpu_with_a_one_line_warning_or_a_clear_error_when_cuda_is_asked_for():
+    recent = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
+    with pytest.warns(UserWarning) as warned:
+        assert runtime.device(capability=(6, 0), arch_list=recent) == torch.device("cpu")
+    assert len(warned) == 1 and "\n" not in str(warned[0].message) and "T4 x2" in str(warned[0].message)
+    with pytest.raises(BeetNetError, match="sm_60.*T4 x2.*--device cpu") as e:
+        runtime.device("cuda", capability=(6, 0), arch_list=recent)
+    assert "\n" not in str(e.value)
+    assert runtime.device(capability=(7, 5), arch_list=recent) == torch.device("cuda")  # a T4: no fuss
+
+
+def test_an_attached_run_is_copied_writable_once_and_never_over_a_run_already_in_working(tmp_path):
+    env = runtime.detect({"KAGGLE_KERNEL_RUN_TYPE": "Interactive", "BEETNET_KAGGLE_ROOT": str(tmp_path)}, {})
+    earlier = tmp_path / "input" / "beetnet-train" / "beetnet_data" / "runs"
+    for name in ("smoke-best", "smoke-original"):
+        (earlier / name).mkdir(parents=True)
+        (earlier / name / "last.pt").write_bytes(name.encode())
+    (earlier.parent / "clips").mkdir()  # not a run: no last.pt, not inside runs/
+    read_only(tmp_path / "input")
+    runs = tmp_path / "working" / "beetnet_data" / "runs"
+    (runs / "smoke-original").mkdir(parents=True)
+    (runs / "smoke-original" / "last.pt").write_bytes(b"newer")
+    assert runtime.adopt_attached_runs(env, runs) == [runs / "smoke-best"]
+    assert (runs / "smoke-best" / "last.pt").read_bytes() == b"smoke-best"
+    (runs / "smoke-best" / "last.pt").write_bytes(b"trained on")  # writable: training can go on
+    assert (runs / "smoke-original" / "last.pt").read_bytes() == b"newer"
+    assert runtime.adopt_attached_runs(env, runs) == []  # already there: not copied again
+    assert runtime.attached_clips(tmp_path / "input") is None  # no clips attached
