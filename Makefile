@@ -13,7 +13,7 @@ COLAB_VENV := .venv-colab
 COLAB_STAMP := $(COLAB_VENV)/.installed
 PYTHON_COLAB ?= python3.13
 
-.PHONY: setup colab-venv browser test demo clean
+.PHONY: setup colab-venv browser test nbmake demo clean
 
 setup: $(STAMP)
 
@@ -42,10 +42,13 @@ NOTEBOOKS := notebooks/01_download.ipynb notebooks/02_preprocess_cache.ipynb \
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-# Unit tests (the browser test and the Colab and Kaggle journeys included), then the four notebooks in
-# order under nbmake on the smoke profile, in a temporary home so nothing is written into the checkout.
+# The tests: units, the browser test, every notebook in real kernels (tests/test_pipeline.py runs them
+# through make demo's driver on the smoke profile, every branch; test_colab.py and test_kaggle.py in the
+# hosted runtimes' stand-ins). `make nbmake` runs the four notebooks once more under nbmake.
 test: setup colab-venv browser
 	$(PY) -m pytest -q
+
+nbmake: setup
 	tmp=$$(mktemp -d) && BEETNET_PROFILE=smoke BEETNET_HOME=$$tmp MPLBACKEND=Agg \
 		$(PY) -m pytest -q -p no:randomly --nbmake $(NOTEBOOKS); rc=$$?; rm -rf $$tmp; exit $$rc
 
