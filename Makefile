@@ -46,7 +46,7 @@ browser:
 # through make demo's driver on the smoke profile, every branch; test_colab.py and test_kaggle.py in the
 # hosted runtimes' stand-ins). `make nbmake` runs the four notebooks once more under nbmake.
 test: setup colab-venv browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 nbmake: setup
 	tmp=$$(mktemp -d) && BEETNET_PROFILE=smoke BEETNET_HOME=$$tmp MPLBACKEND=Agg \
