@@ -60,36 +60,39 @@ class Seeded:
         self.generator.set_state(state)
 
 
-class TimeShift(Seeded):
-    """One random whole-frame shift per batch in [-max_frames, max_frames]."""
+class WholeShift(Seeded):
+    """One random whole-step shift per batch in [-max_steps, max_steps], applied by `move(x, k)`."""
 
-    def __init__(self, max_frames: int, seed: int):
+    move = staticmethod(shift_time)
+
+    def __init__(self, max_steps: int, seed: int):
         super().__init__(seed)
-        self.max_frames = max_frames
+        self.max_steps = max_steps
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.max_frames:
+        if not self.max_steps:
             return x
-        k = int(torch.randint(-self.max_frames, self.max_frames + 1, (), generator=self.generator))
-        return shift_time(x, k)
+        k = int(torch.randint(-self.max_steps, self.max_steps + 1, (), generator=self.generator))
+        return self.move(x, k)
 
 
-class MelShift(Seeded):
-    """One random whole-band shift per batch in [-max_bands, max_bands]."""
+class TimeShift(WholeShift):
+    """Whole frames later or earlier: onsets where a clip's cut happens to put them."""
 
-    def __init__(self, max_bands: int, seed: int):
-        super().__init__(seed)
-        self.max_bands = max_bands
-
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.max_bands:
-            return x
-        k = int(torch.randint(-self.max_bands, self.max_bands + 1, (), generator=self.generator))
-        return shift_mel(x, k)
+    move = staticmethod(shift_time)
 
 
-class Gain(Seeded):
-    """A random gain per clip, uniform in ±max_db; `std` is the dB std that standardised the clips."""
+class MelShift(WholeShift):
+    """Whole mel bands up or down: a little higher or lower register."""
+
+    move = staticmethod(shift_mel)
+
+
+class PerClipDb(Seeded):
+    """A random amount per clip, uniform in ±max_db, applied by `move(x, amounts)` in standardised units
+    (`std` is the dB std that standardised the clips)."""
+
+    move = staticmethod(add_gain)
 
     def __init__(self, max_db: float, std: float, seed: int):
         super().__init__(seed)
@@ -98,17 +101,16 @@ class Gain(Seeded):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.max_db:
             return x
-        return add_gain(x, self.uniform(len(x), self.max_db / self.std).to(x.device, x.dtype))
+        return self.move(x, self.uniform(len(x), self.max_db / self.std).to(x.device, x.dtype))
 
 
-class Tilt(Seeded):
-    """A random tilt per clip, uniform in ±max_db from the lowest band to the highest (see `tilt`)."""
+class Gain(PerClipDb):
+    """A gain per clip (see `add_gain`)."""
 
-    def __init__(self, max_db: float, std: float, seed: int):
-        super().__init__(seed)
-        self.max_db, self.std = max_db, std
+    move = staticmethod(add_gain)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.max_db:
-            return x
-        return tilt(x, self.uniform(len(x), self.max_db / self.std).to(x.device, x.dtype))
+
+class Tilt(PerClipDb):
+    """A tilt per clip, from the lowest band to the highest (see `tilt`)."""
+
+    move = staticmethod(tilt)
