@@ -102,6 +102,7 @@ class TrainConfig:
     shift_frames: int = 0  # augmentation: move each batch by a random whole number of frames in ±this
     schedule: str = "constant"  # or "cosine": anneal over the epochs or the minutes, whichever ends first
     lr_floor: float = 0.02  # cosine: the learning rate ends at this fraction of its start
+    flux_weight: float = 0.0  # sharper onsets: also match the output's frame-to-frame differences (L1), this much
 
     def __post_init__(self) -> None:
         """Refuse settings that would train nothing or forever, with a message that names the option."""
@@ -109,8 +110,9 @@ class TrainConfig:
             raise ValueError(f"batch size and epochs must be at least 1 (got {self.batch_size} and {self.epochs})")
         if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
             raise ValueError(f"minutes must be a positive number of minutes (got {self.minutes})")
-        if not self.lr > 0 or self.shift_frames < 0:
-            raise ValueError(f"lr must be positive and shift_frames not negative (got {self.lr}, {self.shift_frames})")
+        if not self.lr > 0 or self.shift_frames < 0 or not self.flux_weight >= 0:
+            raise ValueError(f"lr must be positive, shift_frames and flux_weight not negative "
+                             f"(got {self.lr}, {self.shift_frames}, {self.flux_weight})")
         if self.amp not in AMP_MODES or self.schedule not in SCHEDULES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)} and schedule one of {', '.join(SCHEDULES)} "
                              f"(got {self.amp!r}, {self.schedule!r})")

@@ -84,8 +84,10 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 
 def config_differences(saved: dict, current: dict) -> list[str]:
-    """'train.lr 0.001 -> 0.002' for every setting that differs and may not change on resume."""
-    a, b = _flat(saved), _flat(current)
+    """'train.lr 0.001 -> 0.002' for every setting that differs and may not change on resume.
+
+    A setting the saved run predates counts as its default: that is what the older code did."""
+    a, b = _flat(Config().to_dict()) | _flat(saved), _flat(current)
     return [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
             if k not in RESUMABLE_CHANGES and json.dumps(a.get(k)) != json.dumps(b.get(k))]
 

@@ -133,23 +133,42 @@ def clamp_to(bounds: tuple[float, float] | None) -> Callable[[torch.Tensor], tor
     return (lambda y: y.clamp(*bounds)) if bounds else (lambda y: y)
 
 
+def flux(x: torch.Tensor) -> torch.Tensor:
+    """How much each band moves from frame to frame: the mean |difference| over time, (batch, n_mels)."""
+    return x.diff(dim=-1).abs().mean(dim=-1)
+
+
+def objective(pred: torch.Tensor, target: torch.Tensor, flux_weight: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """The loss, L1 plus `flux_weight` times how far each band's flux is from the clip's own; and its L1 part.
+
+    Where a clip's detail could fall in several places, L1 scores a flat average as well as any sharp
+    guess, and a decoder trained on many clips drifts to the average: onsets and repeated notes blur
+    (measured: real clips move 2.8 dB per frame, reconstructions 2.1). The flux term asks every band
+    to move as much as the clip does; L1 still decides where.
+    """
+    l1 = F.l1_loss(pred, target)
+    if not flux_weight:
+        return l1, l1
+    return l1 + flux_weight * F.l1_loss(flux(pred), flux(target)), l1
+
+
 def train_epoch(state: State, x: torch.Tensor, batches: Batches, epoch: int, tc: TrainConfig, precision: Precision,
                 bounds: tuple[float, float] | None, progress: bool) -> float:
-    """One pass over the train split in the epoch's seeded order; returns the mean train L1."""
+    """One pass over the train split in the epoch's seeded order; returns the mean train L1 (without the flux term)."""
     model, clamp = state.model, clamp_to(bounds)
     model.train()
     total = torch.zeros((), device=x.device)
     for idx in tqdm(batches.epoch(epoch), desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=not progress):
         xb = state.shift(x[idx.to(x.device)])
         with precision.autocast(x.device):
-            loss = F.l1_loss(clamp(model(xb).float()), xb.float())
+            loss, l1 = objective(clamp(model(xb).float()), xb.float(), tc.flux_weight)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.unscale_(state.optimizer)
         torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         state.scaler.step(state.optimizer)
         state.scaler.update()
-        total += loss.detach()
+        total += l1.detach()
     return float(total) / len(batches)
 
 

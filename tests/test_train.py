@@ -14,7 +14,7 @@ import torch
 from beetnet_utils import BeetNetError, get_config, with_preset
 from beetnet_utils.model import build_model, count_parameters
 from beetnet_utils.run import load_checkpoint, load_run
-from beetnet_utils.train import train
+from beetnet_utils.train import objective, train
 
 ROOT = Path(__file__).parents[1]
 quiet = dict(progress=False, log=lambda m: None)
@@ -131,6 +131,29 @@ def test_a_run_with_other_settings_or_another_cache_is_refused(tmp_path, smoke, 
     other.meta = smoke_cache.meta | {"clips_hash": "0" * 16}
     with pytest.raises(BeetNetError, match="the mel cache"):
         train(other, tmp_path / "run", smoke, **quiet)
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path, smoke, smoke_cache):
+    """A checkpoint from an older version lacks settings added since; they count as their defaults."""
+    cfg = smoke.replace(train={"epochs": 2})
+    train(smoke_cache, tmp_path / "run", cfg.replace(train={"epochs": 1}), **quiet)
+    ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    del ckpt["config"]["train"]["flux_weight"]
+    torch.save(ckpt, tmp_path / "run" / "last.pt")
+    assert [h["epoch"] for h in train(smoke_cache, tmp_path / "run", cfg, **quiet)] == [1, 2]
+    with pytest.raises(BeetNetError, match=r"train.flux_weight 0.0 -> 0.5"):
+        train(smoke_cache, tmp_path / "run", cfg.replace(train={"flux_weight": 0.5, "epochs": 3}), **quiet)
+
+
+def test_the_flux_term_prefers_a_sharp_guess_where_plain_l1_cannot_choose():
+    """Repeated notes whose phase the decoder cannot know: L1 scores the flat average and a sharp guess the
+    same; the flux term prefers the guess that moves as much as the clips do."""
+    a = torch.tensor([[[0.0, 1.0, 0.0, 1.0, 0.0]]])
+    b = 1 - a
+    flat, sharp = torch.full_like(a, 0.5), a.clone()
+    expected = lambda pred, w=0.0: float(objective(pred, a, w)[0] + objective(pred, b, w)[0]) / 2  # noqa: E731
+    assert expected(flat) == pytest.approx(expected(sharp)) == pytest.approx(0.5)
+    assert expected(sharp, 1.0) == pytest.approx(0.5) and expected(flat, 1.0) == pytest.approx(1.5)
 
 
 def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path, smoke, smoke_cache):
