@@ -4,7 +4,7 @@ Clips are cut at arbitrary moments, so a model that has seen onsets a few frames
 later generalises better to recordings it never heard (measured: benchmarks/bench_quality.py).
 Another piano, microphone or room moves the level, the tuning of the partials against the mel
 bands, and the balance of low and high: `add_gain`, `shift_mel` and `tilt` make those moves on
-standardised spectrograms. They are candidates for issue #14, not yet measured nor used by a preset.
+standardised spectrograms. `Augment` chains the ones a TrainConfig switches on, for training.
 """
 from __future__ import annotations
 
@@ -114,3 +114,27 @@ class Tilt(PerClipDb):
     """A tilt per clip, from the lowest band to the highest (see `tilt`)."""
 
     move = staticmethod(tilt)
+
+
+class Augment:
+    """The moves a TrainConfig switches on, applied in turn to each batch: time, mel band, gain, tilt.
+
+    Each source draws from its own generator (seeded from `seed`), so switching one on or off leaves
+    the others' draws as they were, and `state_dict` holds them all for a checkpoint.
+    """
+
+    def __init__(self, shift_frames: int, shift_mels: int, gain_db: float, tilt_db: float, std: float, seed: int):
+        self.sources = {"time": TimeShift(shift_frames, seed), "mel": MelShift(shift_mels, seed + 1),
+                        "gain": Gain(gain_db, std, seed + 2), "tilt": Tilt(tilt_db, std, seed + 3)}
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for source in self.sources.values():
+            x = source(x)
+        return x
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {name: source.state_dict() for name, source in self.sources.items()}
+
+    def load_state_dict(self, states: dict[str, torch.Tensor]) -> None:
+        for name, state in states.items():
+            self.sources[name].load_state_dict(state)

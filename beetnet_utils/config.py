@@ -100,6 +100,9 @@ class TrainConfig:
     linear_lr_scale: float = 1.0  # best: the PCA-initialised linear path learns this much slower
     clamp_loss: bool = False  # best: score the output clamped to the dB range, as the metric does
     shift_frames: int = 0  # augmentation: move each batch by a random whole number of frames in ±this
+    shift_mels: int = 0  # augmentation: ... and of mel bands in ±this (register)
+    gain_db: float = 0.0  # augmentation: add to each clip a random gain in ±this many dB
+    tilt_db: float = 0.0  # augmentation: tilt each clip's spectrum, lowest band to highest, by a random ±this dB
     schedule: str = "constant"  # or "cosine": anneal over the epochs or the minutes, whichever ends first
     lr_floor: float = 0.02  # cosine: the learning rate ends at this fraction of its start
     flux_weight: float = 0.0  # sharper onsets: also match the output's frame-to-frame differences (L1), this much
@@ -110,9 +113,10 @@ class TrainConfig:
             raise ValueError(f"batch size and epochs must be at least 1 (got {self.batch_size} and {self.epochs})")
         if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
             raise ValueError(f"minutes must be a positive number of minutes (got {self.minutes})")
-        if not self.lr > 0 or self.shift_frames < 0 or not self.flux_weight >= 0:
-            raise ValueError(f"lr must be positive, shift_frames and flux_weight not negative "
-                             f"(got {self.lr}, {self.shift_frames}, {self.flux_weight})")
+        moves = (self.shift_frames, self.shift_mels, self.gain_db, self.tilt_db, self.flux_weight)
+        if not self.lr > 0 or not all(m >= 0 for m in moves):
+            raise ValueError(f"lr must be positive; shift_frames, shift_mels, gain_db, tilt_db and flux_weight "
+                             f"not negative (got {self.lr}, {', '.join(map(str, moves))})")
         if self.amp not in AMP_MODES or self.schedule not in SCHEDULES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)} and schedule one of {', '.join(SCHEDULES)} "
                              f"(got {self.amp!r}, {self.schedule!r})")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .augment import TimeShift
+from .augment import Augment
 from .config import Config, TrainConfig
 from .features import MelCache
 from .model import Autoencoder, build_model
@@ -77,7 +77,7 @@ class State:
     model: Autoencoder
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
-    shift: TimeShift
+    augment: Augment
     history: list[dict] = field(default_factory=list)
     best_val: float = math.inf
 
@@ -94,10 +94,12 @@ def identity(cfg: Config, cache: MelCache) -> dict:
 
 def load(run_dir: Path, cfg: Config, cache: MelCache, x_train: torch.Tensor, precision: Precision, log: Log) -> State:
     """A new state (the model initialised from the train split when it wants to be), or the saved one."""
-    torch.manual_seed(cfg.train.seed)
+    tc = cfg.train
+    torch.manual_seed(tc.seed)
     model = build_model(cfg).to(x_train.device)
     scaler = torch.amp.GradScaler(x_train.device.type, enabled=precision.enabled and precision.dtype == torch.float16)
-    state = State(model, model.configure_optimizers(cfg.train), scaler, TimeShift(cfg.train.shift_frames, cfg.train.seed))
+    augment = Augment(tc.shift_frames, tc.shift_mels, tc.gain_db, tc.tilt_db, cache.std, tc.seed)
+    state = State(model, model.configure_optimizers(tc), scaler, augment)
     ckpt = load_checkpoint(run_dir, log=log)
     if ckpt is None:
         model.init_from_data(x_train)
@@ -106,10 +108,11 @@ def load(run_dir: Path, cfg: Config, cache: MelCache, x_train: torch.Tensor, pre
     model.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scaler.load_state_dict(ckpt["scaler"])
-    state.shift.load_state_dict(ckpt["rng"]["shift"])
-    torch.set_rng_state(ckpt["rng"]["torch"])
-    if ckpt["rng"]["cuda"] and torch.cuda.is_available():  # dropout on the GPU draws from these
-        torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+    rng = ckpt["rng"]
+    state.augment.load_state_dict(rng["augment"] if "augment" in rng else {"time": rng["shift"]})  # older runs: time only
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():  # dropout on the GPU draws from these
+        torch.cuda.set_rng_state_all(rng["cuda"])
     state.history, state.best_val = ckpt["history"], ckpt["best_val"]
     log(f"resuming {run_dir} after epoch {ckpt['epoch']} (best val L1 {state.best_val:.4f})")
     return state
@@ -159,7 +162,7 @@ def train_epoch(state: State, x: torch.Tensor, batches: Batches, epoch: int, tc:
     model.train()
     total = torch.zeros((), device=x.device)
     for idx in tqdm(batches.epoch(epoch), desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=not progress):
-        xb = state.shift(x[idx.to(x.device)])
+        xb = state.augment(x[idx.to(x.device)])
         with precision.autocast(x.device):
             loss, l1 = objective(clamp(model(xb).float()), xb.float(), tc.flux_weight)
         state.optimizer.zero_grad(set_to_none=True)
@@ -193,7 +196,7 @@ def checkpoint(state: State, run_dir: Path, ident: dict, is_best: bool) -> None:
     ckpt = ident | {"format": CHECKPOINT_FORMAT, "epoch": state.epoch, "history": state.history,
                     "best_val": state.best_val, "model": state.model.state_dict(),
                     "optimizer": state.optimizer.state_dict(), "scaler": state.scaler.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng, "shift": state.shift.state_dict()}}
+                    "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng, "augment": state.augment.state_dict()}}
     if is_best:
         save_checkpoint(ckpt, run_dir / "best.pt")
     save_checkpoint(ckpt, run_dir / "last.pt")

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from beetnet_utils.augment import Gain, MelShift, TimeShift, Tilt, add_gain, shift_mel, tilt
+from beetnet_utils.augment import Augment, Gain, MelShift, TimeShift, Tilt, add_gain, shift_mel, tilt
 
 STD = 14.0  # a dB std like the piano set's
 
@@ -89,3 +89,18 @@ def test_per_clip_amounts_stay_within_the_limit_and_differ_between_clips(kind):
     assert amount.abs().max() <= 6.0 / STD + 1e-6
     assert amount.abs().max() > 0.8 * 6.0 / STD  # 200 draws reach near the limit
     assert len(torch.unique(amount)) == 200
+
+
+def test_augment_chains_only_the_moves_switched_on_each_from_its_own_generator():
+    off = Augment(0, 0, 0.0, 0.0, STD, seed=5)
+    x = batch()
+    assert off(x) is x
+    time_only, plain = Augment(6, 0, 0.0, 0.0, STD, seed=5), TimeShift(6, 5)
+    assert all(torch.equal(time_only(batch(i)), plain(batch(i))) for i in range(4))  # a preset keeps its draws
+    every, again = Augment(6, 3, 6.0, 6.0, STD, seed=5), Augment(6, 3, 6.0, 6.0, STD, seed=5)
+    y = every(batch())
+    assert y.shape == x.shape and not torch.equal(y, TimeShift(6, 5)(batch()))
+    saved = {k: v.clone() for k, v in every.state_dict().items()}
+    first = every(batch(1))
+    again.load_state_dict(saved)
+    assert set(saved) == {"time", "mel", "gain", "tilt"} and torch.equal(again(batch(1)), first)

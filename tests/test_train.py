@@ -86,9 +86,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-@pytest.mark.parametrize("preset", ["original", "best"])  # best: dropout and random time shifts, both resumed
-def test_resume_is_exactly_equivalent_to_training_straight_through(tmp_path, smoke, smoke_cache, preset):
-    cfg = with_preset(smoke, preset).replace(model={"refine_steps": 0})
+EVERY_MOVE = {"shift_mels": 2, "gain_db": 3.0, "tilt_db": 3.0, "flux_weight": 0.5}
+
+
+@pytest.mark.parametrize("preset,moves", [("original", {}), ("best", {}), ("best", EVERY_MOVE)],
+                         ids=["original", "best", "best-every-move"])  # dropout and random moves, all resumed
+def test_resume_is_exactly_equivalent_to_training_straight_through(tmp_path, smoke, smoke_cache, preset, moves):
+    cfg = with_preset(smoke, preset).replace(model={"refine_steps": 0}, train=moves)
     two = cfg.replace(train={"epochs": 2})
     straight = train(smoke_cache, tmp_path / "a", two, **quiet)
     train(smoke_cache, tmp_path / "b", cfg.replace(train={"epochs": 1}), **quiet)
@@ -138,7 +142,9 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path,
     cfg = smoke.replace(train={"epochs": 2})
     train(smoke_cache, tmp_path / "run", cfg.replace(train={"epochs": 1}), **quiet)
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
-    del ckpt["config"]["train"]["flux_weight"]
+    for key in ("flux_weight", "shift_mels", "gain_db", "tilt_db"):
+        del ckpt["config"]["train"][key]
+    ckpt["rng"]["shift"] = ckpt["rng"].pop("augment")["time"]  # as the time shift's state was saved before
     torch.save(ckpt, tmp_path / "run" / "last.pt")
     assert [h["epoch"] for h in train(smoke_cache, tmp_path / "run", cfg, **quiet)] == [1, 2]
     with pytest.raises(BeetNetError, match=r"train.flux_weight 0.0 -> 0.5"):
