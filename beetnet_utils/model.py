@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .config import Config, ModelConfig, TrainConfig
-from .pca import PCA
+from .pca import PCA, spectral_envelopes
 
 
 class Autoencoder(nn.Module):
@@ -77,7 +77,7 @@ class PCAGRUAutoencoder(Autoencoder):
     def __init__(self, cfg: ModelConfig, n_mels: int, n_frames: int):
         super().__init__()
         self.n_mels, self.n_frames = n_mels, n_frames
-        self.pca_shifts = cfg.pca_shifts
+        self.pca_shifts, self.envelope_dims = cfg.pca_shifts, cfg.envelope_dims
         d = n_mels * n_frames
         self.encoder = nn.Linear(d, cfg.latent_dim)  # PCA projection at init
         self.linear_decoder = nn.Linear(cfg.latent_dim, d)  # PCA reconstruction at init
@@ -92,12 +92,16 @@ class PCAGRUAutoencoder(Autoencoder):
 
     @torch.no_grad()
     def init_from_data(self, x_train: torch.Tensor) -> None:
-        """Set the linear path to PCA of the (standardised) training clips and their time-shifted copies.
+        """Set the linear path to PCA of the (standardised) training clips and their time-shifted copies,
+        after `envelope_dims` directions that hold each clip's smooth spectral envelope.
 
         Clips are cut at arbitrary moments, so a basis that has seen onsets a few frames earlier or
-        later generalises better to new recordings (measured: see benchmarks/bench_quality.py).
+        later generalises better to new recordings; and a new piano moves the envelope, which the
+        training pianos' PCA cannot follow (measured: see benchmarks/bench_quality.py).
         """
-        pca = PCA.fit(x_train.float().cpu().numpy(), self.encoder.out_features, shifts=self.pca_shifts)
+        envelopes = spectral_envelopes(self.envelope_dims, self.n_mels, self.n_frames)
+        pca = PCA.fit(x_train.float().cpu().numpy(), self.encoder.out_features, shifts=self.pca_shifts,
+                      fixed=envelopes)
         comps = torch.as_tensor(pca.components, dtype=torch.float32)
         mean = torch.as_tensor(pca.mean, dtype=torch.float32)
         k = comps.shape[0]  # fewer clips than latent dimensions: the rest stay at zero

@@ -13,7 +13,12 @@ Rows:
   KL fit        the non-negative mel -> linear fit + GriffinLim: 32 iterations is quality="fast",
                 100 quality="final", and 200 to show that more buys next to nothing
 
+With --run and --cache, also the whole slider update of each widget view, as a person waits for it:
+the callback's wall time (reconstruct or interpolate, the figure as PNG, every player's audio),
+best of 3 at each of 5 slider positions; the budget is 300 ms.
+
 Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--threads T] [--work /tmp/beetnet_bench_listen]
+                                        [--run RUN --cache CACHE]
 Without --clips it renders clips of the demo set (its modelled pianos); --clips takes any folder of
 {recording}_{k}.wav clips (e.g. the rendered piano set) and picks --n of them evenly.
 """
@@ -31,7 +36,7 @@ import torchaudio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from beetnet_utils import download, get_config, list_clips, mel_db  # noqa: E402
+from beetnet_utils import download, get_config, list_clips, load_cache, load_run, mel_db  # noqa: E402
 from beetnet_utils.audio import mel_to_audio, round_trip  # noqa: E402
 from beetnet_utils.features import load_clip  # noqa: E402
 
@@ -62,12 +67,34 @@ def best_ms(render, mel: torch.Tensor, repeats: int = 3) -> float:
     return 1000 * min(times)
 
 
+def slider_updates(run_dir: Path, cache_dir: Path, positions: int = 5) -> dict[str, list[float]]:
+    """ms of each view's whole update (its observer's work) at `positions` slider values, best of 3 each."""
+    from beetnet_utils.widgets import CompareView, InterpolateView
+
+    run, cache = load_run(run_dir, device="cpu"), load_cache(cache_dir)
+    compare, walk = CompareView(run, cache), InterpolateView(run, cache)
+    clips = np.linspace(0, compare.clip.max, positions).round().astype(int)
+    alphas = np.linspace(0.1, 0.9, positions).round(2)
+
+    def timed(view, slider, values) -> list[float]:
+        out = []
+        for v in values:
+            slider.value = type(slider.value)(v)  # its observer redraws once, untimed
+            out.append(best_ms(lambda _: view.show(), None))  # then the same redraw, timed
+        return out
+
+    return {"compare: clip slider (original, oracle and reconstruction players)": timed(compare, compare.clip, clips),
+            "interpolate: alpha slider (one player)": timed(walk, walk.alpha, alphas)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=24, help="clips to score")
     ap.add_argument("--clips", type=Path, help="a folder of real clips instead of the demo set")
     ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_listen"))
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, as in a notebook)")
+    ap.add_argument("--run", type=Path, help="a trained run: also time the widgets' slider updates")
+    ap.add_argument("--cache", type=Path, help="the cache that run was trained on")
     a = ap.parse_args()
     if a.threads:
         torch.set_num_threads(a.threads)
@@ -95,6 +122,13 @@ def main() -> None:
         batched = best_ms(render, mels[:big], repeats=1) / big
         print(f"| {name} | {r['lsd_db']:.2f} | {r['spectral_convergence']:.3f} | {r['ms_per_clip']:.0f} | "
               f"{three:.0f} | {batched:.0f} |", flush=True)
+
+    if a.run and a.cache:
+        print(f"\nslider updates, {a.run} (ms, best of 3 at each of 5 positions; budget 300 ms):")
+        print("| view | median ms | max ms |")
+        print("|---|---:|---:|")
+        for view, ms in slider_updates(a.run, a.cache).items():
+            print(f"| {view} | {np.median(ms):.0f} | {max(ms):.0f} |")
 
 
 if __name__ == "__main__":

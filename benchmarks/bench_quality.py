@@ -8,8 +8,9 @@ Prints one table, like for like: baselines (global mean, clip's own mean spectru
 PCA-256 + refine: PCA's codes fitted by the same encode-time refinement as `best`) and the presets
 (`best` also without its refinement), on validation and test recordings and under the unseen
 soundfont, in standardised L1 and dB, with training time and samples per second; then `best`'s
-encode time per clip on the CPU and the goals of issue #14. `--ablation` also trains `best` with
-each route of ABLATIONS switched off, one at a time, with the same budget, and prints a second table.
+encode time per clip on the CPU and the goals of issue #14. `--ablation [ROUTE ...]` also trains `best`
+with each route of ABLATIONS (or those named) switched off, one at a time, and prints a second table;
+`--ablation-minutes M` gives those rows a budget of their own, with `best` retrained at M beside them.
 
 Usage (render the sets first, see render_piano_set.py):
   python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
@@ -40,6 +41,8 @@ from beetnet_utils.evaluate import Baselines, reconstruct_all, refined_pca, scor
 
 # `best` with one route switched off: name -> the config sections it changes
 ABLATIONS = {
+    "no_envelope": {"model": {"envelope_dims": 0}},
+    "no_gain_tilt": {"train": {"gain_db": 0.0, "tilt_db": 0.0}},
     "no_time_shift": {"train": {"shift_frames": 0}},
     "no_pca_shifts": {"model": {"pca_shifts": ()}},
     "no_refine": {"model": {"refine_steps": 0}},
@@ -91,7 +94,9 @@ def main() -> None:
     ap.add_argument("--unseen-clips", type=Path, help="the same scores, another soundfont")
     ap.add_argument("--minutes", type=float, default=12.0, help="training budget per preset (and per ablation)")
     ap.add_argument("--presets", nargs="+", default=["original", "best"])
-    ap.add_argument("--ablation", action="store_true", help="also train best with each route of ABLATIONS off")
+    ap.add_argument("--ablation", nargs="*", choices=list(ABLATIONS), metavar="ROUTE",
+                    help=f"also train best with each route off, one at a time: {', '.join(ABLATIONS)} (all when none is named)")
+    ap.add_argument("--ablation-minutes", type=float, help="budget of each ablation row (default --minutes)")
     ap.add_argument("--max-recordings", type=int, help="only the first N recordings (a quick check)")
     ap.add_argument("--encode-clips", type=int, default=512, help="test clips timed for the encode time")
     ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_quality"))
@@ -100,7 +105,8 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
     quiet = lambda m: None  # noqa: E731
-    presets = list(dict.fromkeys([*args.presets, *(["best"] if args.ablation else [])]))
+    ablation = None if args.ablation is None else (args.ablation or list(ABLATIONS))
+    presets = list(dict.fromkeys([*args.presets, *(["best"] if ablation is not None else [])]))
 
     clips, unseen_clips = args.clips, args.unseen_clips
     if args.max_recordings:
@@ -155,17 +161,24 @@ def main() -> None:
         x_test = data["test"][0][:args.encode_clips]
         timing["encode_ms"] = {key: encode_ms_per_clip(args.work / "run_best", x_test, refine)
                                for key, refine in (("refine", True), ("plain", False))}
-    ablated = {}
-    if args.ablation:
-        for name, changes in ABLATIONS.items():
-            if encode_time_only(changes):  # best's weights, encoded with these settings
-                run = load_run(args.work / "run_best", device=args.device)
+    ablated, reference = {}, "best"
+    if ablation is not None:
+        minutes = args.ablation_minutes or args.minutes
+        ablation_cfg = with_preset(cfg.replace(train={"minutes": minutes}), "best")
+        if minutes != args.minutes:  # the rows are compared with best at their own budget
+            reference = f"best ({minutes:g} min)"
+            train_and_score(reference, ablation_cfg, args.work / "run_best_ablation")
+        reference_dir = args.work / ("run_best" if reference == "best" else "run_best_ablation")
+        for name in ablation:
+            changes = ABLATIONS[name]
+            if encode_time_only(changes):  # the reference's weights, encoded with these settings
+                run = load_run(reference_dir, device=args.device)
                 run.config = run.config.replace(**changes)
                 for split, (x, recs) in data.items():
                     results[split] |= score({name: reconstruct_all(run, x)}, x, recs, run.stats["std"])["models"]
-                timing[name] = timing["best"] | {"reused": True}
+                timing[name] = timing[reference] | {"reused": True}
             else:
-                train_and_score(name, with_preset(cfg, "best").replace(**changes), args.work / f"run_{name}")
+                train_and_score(name, ablation_cfg.replace(**changes), args.work / f"run_{name}")
             ablated[name] = changes
 
     n = {name: len(x) for name, (x, _) in data.items()}
@@ -203,18 +216,18 @@ def main() -> None:
 
     if ablated:
         cols = [c for c in ("test", "unseen soundfont") if c in results]
-        print("\nAblation: best with one route off, same budget "
+        print(f"\nAblation: best with one route off, each {timing[reference]['minutes']:.0f} min "
               f"({', '.join('unseen recordings' if c == 'test' else c for c in cols)}; vs best: how much higher L1 is without the route)")
         print("| model | changes | " + " | ".join(f"{c} L1 (std) | {c} L1 dB | vs best" for c in cols)
               + " | train min |")
         print("|---|---|" + "---:|" * (3 * len(cols) + 1))
-        for m in ["best", *ablated]:
+        for m in [reference, *ablated]:
             what = "; ".join(f"{s}.{k}={v}" for s, kv in ablated.get(m, {}).items() for k, v in kv.items()) or "-"
             cells = [f"{results[c][m]['l1_std']:.4f} | {results[c][m]['l1_db']:.2f} | "
-                     f"{worse(results[c][m]['l1_std'], results[c]['best']['l1_std']) if m != 'best' else '-'}"
+                     f"{worse(results[c][m]['l1_std'], results[c][reference]['l1_std']) if m != reference else '-'}"
                      for c in cols]
             t = timing[m]
-            extra = "best's weights" if t.get("reused") else f"{t['minutes']:.1f} ({t['epochs']} ep)"
+            extra = f"{reference}'s weights" if t.get("reused") else f"{t['minutes']:.1f} ({t['epochs']} ep)"
             print(f"| {m} | {what} | " + " | ".join(cells) + f" | {extra} |")
 
     if args.figure:

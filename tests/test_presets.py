@@ -7,7 +7,7 @@ import torch
 
 from beetnet_utils.config import PRESETS, with_preset
 from beetnet_utils.model import PCAGRUAutoencoder, build_model
-from beetnet_utils.pca import PCA
+from beetnet_utils.pca import PCA, spectral_envelopes
 from beetnet_utils.run import load_run
 from beetnet_utils.train import train
 
@@ -103,3 +103,33 @@ def test_time_shifted_pca_routes_agree_and_shift_time_moves_frames():
     reference = np.linalg.svd(flat - flat.mean(0), full_matrices=False)[2][:4]
     np.testing.assert_allclose(np.abs(a.components @ reference.T), np.eye(4), atol=1e-6)
     np.testing.assert_allclose(a.mean, flat.mean(0), atol=1e-6)
+
+
+@pytest.mark.parametrize("rows", [8, 90], ids=["svd-route", "covariance-route"])
+def test_fixed_components_come_first_and_pca_fills_the_rest_with_what_they_leave(rows):
+    rng = np.random.default_rng(1)
+    data = (rng.normal(size=(rows, 4, 5)) * np.linspace(3, 0.5, 20).reshape(4, 5)).astype(np.float32)
+    env = spectral_envelopes(2, 4, 5)
+    np.testing.assert_allclose(env @ env.T, np.eye(2), atol=1e-12)  # orthonormal
+    assert np.allclose(env.reshape(2, 4, 5), env.reshape(2, 4, 5)[:, :, :1])  # constant in time
+    pca = PCA.fit(data, k=6, fixed=env)
+    np.testing.assert_allclose(pca.components[:2], env, atol=1e-6)
+    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(6), atol=1e-6)
+    flat = data.reshape(rows, -1).astype(np.float64)
+    centred = flat - flat.mean(0)
+    left = centred - centred @ env.T @ env
+    reference = np.linalg.svd(left, full_matrices=False)[2][:4]
+    np.testing.assert_allclose(np.abs(pca.components[2:] @ reference.T), np.eye(4), atol=1e-5)
+    np.testing.assert_allclose(pca.mean, flat.mean(0), atol=1e-6)
+
+
+def test_a_clip_whose_envelope_alone_changed_is_followed_exactly_by_the_envelope_directions():
+    """Another piano moves the clip's spectral envelope: the envelope directions follow it, PCA alone need not."""
+    rng = np.random.default_rng(2)
+    train_db = rng.normal(size=(40, 8, 6)).astype(np.float32)
+    env = spectral_envelopes(3, 8, 6)
+    with_env, without = PCA.fit(train_db, k=5, fixed=env), PCA.fit(train_db, k=5)
+    clip = train_db[:1] + (np.array([2.0, -1.0, 0.5]) @ env).reshape(1, 8, 6).astype(np.float32)
+    moved = clip - train_db[:1]
+    np.testing.assert_allclose(with_env.reconstruct(clip) - with_env.reconstruct(train_db[:1]), moved, atol=1e-5)
+    assert np.abs(without.reconstruct(clip) - without.reconstruct(train_db[:1]) - moved).max() > 0.1
