@@ -27,7 +27,8 @@ class PCA:
         """
         data = torch.from_numpy(np.asarray(x, dtype=np.float32))
         moves = [0, *[s * d for s in shifts for d in (1, -1)]]
-        held = torch.zeros(0, data[0].numel(), dtype=torch.float64) if fixed is None else torch.from_numpy(fixed).double()
+        held = torch.zeros(0, data[0].numel(), dtype=torch.float64) if fixed is None else \
+            torch.from_numpy(np.asarray(fixed)).double()
         leave = lambda v: v - (v @ held.T) @ held  # noqa: E731  what the fixed components do not explain
 
         def views() -> Iterator[torch.Tensor]:

@@ -30,10 +30,10 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
-# 03 runs once per model preset; 04 then compares both.
+# 03 runs once per model preset; 04 then compares them.
 STEPS = (Step("01_download", "01_download"), Step("02_preprocess_cache", "02_preprocess_cache"),
-         Step("03_train_gpu", "03_train_gpu-original", {"BEETNET_PRESET": "original"}),
-         Step("03_train_gpu", "03_train_gpu-best", {"BEETNET_PRESET": "best"}), Step("04_evaluate", "04_evaluate"))
+         *(Step("03_train_gpu", f"03_train_gpu-{p}", {"BEETNET_PRESET": p}) for p in ("original", "best", "sharp")),
+         Step("04_evaluate", "04_evaluate"))
 
 
 class EchoingClient(NotebookClient):

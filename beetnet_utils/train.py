@@ -109,7 +109,7 @@ def load(run_dir: Path, cfg: Config, cache: MelCache, x_train: torch.Tensor, pre
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scaler.load_state_dict(ckpt["scaler"])
     rng = ckpt["rng"]
-    state.augment.load_state_dict(rng["augment"] if "augment" in rng else {"time": rng["shift"]})  # older runs: time only
+    state.augment.load_state_dict(rng["augment"] if "augment" in rng else {"time": rng["shift"]})  # older: time only
     torch.set_rng_state(rng["torch"])
     if rng["cuda"] and torch.cuda.is_available():  # dropout on the GPU draws from these
         torch.cuda.set_rng_state_all(rng["cuda"])

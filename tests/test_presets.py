@@ -16,7 +16,8 @@ quiet = dict(progress=False, log=lambda m: None)
 
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_each_preset_builds_trains_and_round_trips(tmp_path, smoke, smoke_cache, preset):
-    cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 5} if preset == "best" else {})
+    quick = {"refine_steps": 5} if preset != "original" else {}
+    cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model=quick)
     history = train(smoke_cache, tmp_path / preset, cfg, **quiet)
     assert len(history) == 2 and all(np.isfinite(h["val_l1"]) for h in history)
     run = load_run(tmp_path / preset)
@@ -44,8 +45,9 @@ def test_best_starts_exactly_at_pca(smoke_cache, smoke):
     model = build_model(cfg).eval()
     x = smoke_cache.standardised("train")
     model.init_from_data(x)
-    assert cfg.model.pca_shifts  # best fits PCA on time-shifted copies too
-    pca = PCA.fit(x.numpy(), cfg.model.latent_dim, shifts=cfg.model.pca_shifts)
+    assert cfg.model.pca_shifts and cfg.model.envelope_dims  # time-shifted copies too, after the envelopes
+    envelopes = spectral_envelopes(cfg.model.envelope_dims, *cfg.features.shape)
+    pca = PCA.fit(x.numpy(), cfg.model.latent_dim, shifts=cfg.model.pca_shifts, fixed=envelopes)
     val = smoke_cache.standardised("val")
     with torch.no_grad():
         out = model(val).numpy()
