@@ -47,7 +47,7 @@ session = bn.start()  # where we run (and which GPU), the profile, where files l
 
 # %%
 cache = session.load_cache()
-runs = session.load_runs()  # every preset trained in notebook 03: {"original": ..., "best": ...}
+runs = session.load_runs()  # every preset trained in notebook 03: {"original": ..., "best": ..., "sharp": ...}
 run = runs.get(bn.DEFAULT_PRESET, next(iter(runs.values())))  # the one the widgets below use
 print(f"trained presets: {', '.join(runs)}; widgets use {run.path}")
 
@@ -60,7 +60,8 @@ display(Markdown(bn.markdown_table(report)))
 
 # %% [markdown]
 # Lower is better. `best` should sit below `pca_256` on both splits; if it does not, train longer
-# (notebook 03 resumes where it stopped). The specification's `original` model usually lands between
+# (notebook 03 resumes where it stopped). `sharp` pays a little L1 for onsets that stay sharp: the
+# realism table further down shows what it buys. The specification's `original` model usually lands between
 # `global_mean` and `pca_256`: that gap is why `best` exists. The report is saved as `report.json`
 # beside the runs.
 
@@ -157,7 +158,8 @@ for name, s in samples.items():
 display(Markdown(bn.generate.realism_table(report.get("realism", {}))))
 
 # %% [markdown]
-# Read it from the top. `decoder` (real clips against reconstructions) is the blur an L1 decoder adds;
+# Read it from the top. `decoder` (real clips against reconstructions) is the blur an L1 decoder adds,
+# and where `sharp` should read clearly lower than `best` (its reconstructions keep their onsets);
 # `floor` is what two sets of reconstructions read when nothing differs; each `prior` row is that
 # prior's own share, with the same decoder on both sides, so the closer to the floor the better. If a
 # prior's nearest-train distance is much below that of the held-out reconstructions, it is copying.
