@@ -36,14 +36,19 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return direction * ((1 - t) * na + t * nb)
 
 
+def mix_codes(za: torch.Tensor, zb: torch.Tensor, alphas: list[float] | np.ndarray,
+              mode: str = "linear") -> torch.Tensor:
+    """Points between two latents, linearly or along the sphere: (len(alphas), latent)."""
+    if mode not in ("linear", "spherical"):
+        raise ValueError(f"mode must be linear or spherical, not {mode!r}")
+    mix = torch.lerp if mode == "linear" else slerp
+    return torch.stack([mix(za, zb, float(t)) for t in alphas])
+
+
 def interpolate(run: Run, mel_a: np.ndarray, mel_b: np.ndarray, alphas: list[float] | np.ndarray,
                 mode: str = "linear") -> torch.Tensor:
     """Decode points between two clips' latents: (len(alphas), n_mels, frames) dB."""
-    if mode not in ("linear", "spherical"):
-        raise ValueError(f"mode must be linear or spherical, not {mode!r}")
-    za, zb = run.encode(mel_a), run.encode(mel_b)
-    mix = torch.lerp if mode == "linear" else slerp
-    return run.decode(torch.stack([mix(za, zb, float(t)) for t in alphas]))
+    return run.decode(mix_codes(run.encode(mel_a), run.encode(mel_b), alphas, mode))
 
 
 def encode_all(run: Run, mel_db: np.ndarray, batch: int = 256) -> np.ndarray:

@@ -9,12 +9,13 @@ from pathlib import Path
 
 import ipywidgets as W
 import numpy as np
+import torch
 
 from . import plots
 from .audio import mel_to_audio, wav_bytes
 from .evaluate import metrics
 from .features import MelCache, load_clip
-from .generate import interpolate
+from .generate import mix_codes
 from .run import Run
 
 
@@ -108,16 +109,24 @@ class InterpolateView:
                               self.image, box])
         for w in (self.a, self.b, self.alpha, self.mode):
             w.observe(lambda _: self.show(), names="value")
+        self._pair = None
         self.show()
 
+    def codes(self) -> tuple[torch.Tensor, np.ndarray]:
+        """Clips A and B's codes (refined: the slow part) and reconstructions, once per pair, so that moving
+        alpha only decodes."""
+        pair = (self.a.value, self.b.value)
+        if pair != self._pair:
+            z = self.run.encode(np.stack([self.cache.mels[self.index[n]].astype(np.float32) for n in pair]))
+            self._pair, self._codes, self._ends = pair, z, self.run.decode(z).numpy()
+        return self._codes, self._ends
+
     def show(self) -> np.ndarray:
-        mel_a = self.cache.mels[self.index[self.a.value]].astype(np.float32)
-        mel_b = self.cache.mels[self.index[self.b.value]].astype(np.float32)
-        mix = interpolate(self.run, mel_a, mel_b, [self.alpha.value], self.mode.value)[0].numpy()
+        z, ends = self.codes()
+        mix = self.run.decode(mix_codes(z[0], z[1], [self.alpha.value], self.mode.value))[0].numpy()
         self.readout.value = (f"<span class='beetnet-readout' data-alpha='{self.alpha.value:.2f}'>"
                               f"{(1 - self.alpha.value):.2f} × {self.a.value} + {self.alpha.value:.2f} × "
                               f"{self.b.value} ({self.mode.value})</span>")
-        ends = self.run.reconstruct(np.stack([mel_a, mel_b])).numpy()
         fig = plots.clip_gallery([ends[0], mix, ends[1]], [f"A: {self.a.value}", f"mix, alpha {self.alpha.value:.2f}",
                                                          f"B: {self.b.value}"])
         self.image.value = plots.to_png(fig)
