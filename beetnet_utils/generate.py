@@ -19,7 +19,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from sklearn.mixture import GaussianMixture
 
 from .realism import FeatureSpace, compare
 from .run import Run
@@ -87,6 +86,7 @@ class MixturePrior:
     @classmethod
     def fit(cls, z: np.ndarray, seed: int = 0, components: int = 8) -> "MixturePrior":
         k = max(1, min(components, len(z) // 50))  # a full covariance per component needs clips to fit
+        from sklearn.mixture import GaussianMixture  # here, not at the top: scikit-learn takes 2 s to import
         m = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(z)
         return cls(m.weights_, m.means_, np.linalg.cholesky(m.covariances_))
 

@@ -26,10 +26,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from .pca import PCA
 
@@ -62,6 +58,12 @@ class FeatureSpace:
 
 
 def _classifier(model: str, seed: int):
+    # scikit-learn is imported here, when realism is measured, not at start-up (it takes 2 s)
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if model == "logistic":
         return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
     if model == "mlp":

@@ -21,6 +21,9 @@ LAYERS = [
     {"__init__", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
+# The shell's entry imports its steps when a verb runs, so that `--help` answers without loading torch.
+# It is the top layer: nothing imports it, so no circle can hide behind those imports.
+DEFERRED = {"cli"}
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
 
 
@@ -43,5 +46,5 @@ def test_every_module_has_a_layer():
 @pytest.mark.parametrize("module", MODULES)
 def test_imports_only_go_down_and_sit_at_the_top(module):
     for name, line, at_top in internal_imports(module):
-        assert at_top, f"{module}.py:{line} imports .{name} inside a function or block"
+        assert at_top or module in DEFERRED, f"{module}.py:{line} imports .{name} inside a function or block"
         assert LAYER[name] < LAYER[module], f"{module}.py:{line} imports .{name}, which is not in a lower layer"
