@@ -45,8 +45,10 @@ browser:
 # The tests: units, the browser test, every notebook in real kernels (tests/test_pipeline.py runs them
 # through make demo's driver on the smoke profile, every branch; test_colab.py and test_kaggle.py in the
 # hosted runtimes' stand-ins). `make nbmake` runs the four notebooks once more under nbmake.
+# Two pytest-xdist workers, one torch thread each (tests/conftest.py): most tests wait on a process or
+# a kernel starting, so two at a time halve the wall time; the tests of Kaggle's fixed port take turns.
 test: setup colab-venv browser
-	$(PY) -m pytest -q --durations=15
+	$(PY) -m pytest -q -n 2 --durations=15
 
 nbmake: setup
 	tmp=$$(mktemp -d) && BEETNET_PROFILE=smoke BEETNET_HOME=$$tmp MPLBACKEND=Agg \

@@ -1,9 +1,23 @@
-"""Shared fixtures: real files in temporary folders, made once per session."""
+"""Shared fixtures: real files in temporary folders, made once per session (once per worker: `make test`
+runs two pytest-xdist workers, each with one torch thread, so that they never spin against each other)."""
 from __future__ import annotations
 
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"  # this worker, and the kernels and commands its tests start
+
+import helpers
 import pytest
 
 from beetnet_utils import build_cache, download, get_config
+
+
+@pytest.fixture
+def kaggle_port():
+    """Kaggle's test port, 127.0.0.1:7777, for this test alone (helpers.kaggle_port)."""
+    with helpers.kaggle_port():
+        yield
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,10 @@
-"""Small audio makers for tests."""
+"""Small audio makers for tests, and the lock on Kaggle's test port."""
 from __future__ import annotations
+
+import contextlib
+import fcntl
+import tempfile
+from pathlib import Path
 
 import numpy as np
 import soundfile as sf
@@ -17,3 +22,12 @@ def write_wav(path, audio, sr: int = SR, subtype: str = "PCM_16"):
     path.parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, audio, sr, subtype=subtype)
     return path
+
+
+@contextlib.contextmanager
+def kaggle_port():
+    """kagglehub's test endpoint is a fixed port, 127.0.0.1:7777. Whoever serves it, or needs it silent,
+    holds this lock (one file for the machine, as the port is), so that `make test`'s two workers take turns."""
+    with open(Path(tempfile.gettempdir()) / "beetnet-tests-port-7777.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield

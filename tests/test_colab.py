@@ -16,6 +16,7 @@ import torch
 
 from beetnet_utils import download, get_config, runtime, session as sessions
 
+from helpers import kaggle_port
 from journey import REPO, STANDINS, code_repository, run_notebook, serve_kaggle, zip_of
 
 COLAB_PYTHON = REPO / ".venv-colab" / "bin" / "python"
@@ -40,7 +41,7 @@ def colab(tmp_path_factory):
         (root / d).mkdir()
     env = {
         "PATH": f"{COLAB_PYTHON.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(root / "home"), "LANG": "C.UTF-8",
-        "PYTHONPATH": str(STANDINS), "OMP_NUM_THREADS": "2", "MPLBACKEND": "Agg",
+        "PYTHONPATH": str(STANDINS), "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "2"), "MPLBACKEND": "Agg",
         # what Colab's runtime sets (TBE_RUNTIME_ADDR: its Kaggle cache service, here the loopback)
         "COLAB_RELEASE_TAG": "release-colab-external_20260801-060000_RC00", "TBE_RUNTIME_ADDR": "127.0.0.1:7777",
         "COLAB_STANDIN_DRIVE": str(root / "drive"), "COLAB_STANDIN_SECRETS": str(root / "secrets.json"),
@@ -50,10 +51,11 @@ def colab(tmp_path_factory):
         "BEETNET_EPOCHS": str(EPOCHS),
         "KAGGLE_API_ENVIRONMENT": "TEST", "KAGGLEHUB_CACHE": str(root / "content" / ".cache" / "kagglehub"),
     }
-    kaggle, server = serve_kaggle(zip_of(clips.path))
-    yield root, env, kaggle
-    server.shutdown()
-    server.server_close()
+    with kaggle_port():
+        kaggle, server = serve_kaggle(zip_of(clips.path))
+        yield root, env, kaggle
+        server.shutdown()
+        server.server_close()
 
 
 def new_vm(root) -> None:

@@ -90,7 +90,7 @@ def kaggle_cache(root: Path, owner: str, name: str, version: int) -> Path:
 
 
 @pytest.fixture
-def offline_kaggle(monkeypatch, tmp_path):
+def offline_kaggle(kaggle_port, monkeypatch, tmp_path):
     """kagglehub pointed at its TEST endpoint (localhost:7777) with nothing listening: no network at all."""
     monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kh"))
     monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")

@@ -5,6 +5,7 @@ run picked up and resumed. Also the GPU decision for Kaggle's P100, with the cap
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -48,7 +49,8 @@ def test_two_notebook_versions_in_kaggle_read_the_attached_dataset_in_place_and_
         "PATH": f"{PYTHON.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
         "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "KAGGLE_KERNEL_RUN_TYPE": "Interactive",
         "KAGGLE_URL_BASE": "https://www.kaggle.com", "BEETNET_CODE_URL": str(code_repository(tmp_path / "code")),
-        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": "best"}
+        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": "best",
+        "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "4")}  # Kaggle's 4 CPUs; 1 when tests share the cores
 
     # version 1: download (nothing to fetch), then a training cut short by a time budget (notebook 02's
     # step, the cache, runs inside 03 on its own machine)
