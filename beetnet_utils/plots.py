@@ -94,10 +94,19 @@ def latent_pca(z: np.ndarray, recordings: np.ndarray, title: str = "test latents
     return fig
 
 
-def to_png(fig) -> bytes:
+def panels_png(mels: list[np.ndarray], db_range: tuple[float, float] = DB_RANGE, zoom: tuple[int, int] = (3, 4),
+               gap: int = 8) -> bytes:
+    """Spectrograms side by side as one colour-mapped PNG (low bins at the bottom, then a colour bar), drawn
+    without a figure: a few ms where a matplotlib figure takes half a second, so a slider can redraw at once."""
+    cmap, norm = plt.get_cmap("magma"), plt.Normalize(*db_range)
+    tiles = [cmap(norm(np.asarray(m, dtype=np.float32)[::-1]), bytes=True) for m in mels]
+    tiles = [np.repeat(np.repeat(t, zoom[0], axis=0), zoom[1], axis=1) for t in tiles]
+    height = tiles[0].shape[0]
+    bar = cmap(np.linspace(1.0, 0.0, height)[:, None].repeat(3 * zoom[1], axis=1), bytes=True)
+    space = np.full((height, gap, 4), 255, dtype=np.uint8)
+    row = [part for tile in tiles + [bar] for part in (tile, space)][:-1]
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=80)
-    plt.close(fig)
+    plt.imsave(buf, np.concatenate(row, axis=1), format="png")
     return buf.getvalue()
 
 

@@ -2,6 +2,8 @@
 
 Each view's callbacks are plain methods that update plain widget values (an Image's PNG
 bytes, an Audio's WAV bytes, an HTML readout), so tests drive them without a browser.
+A slider move only decodes, draws (`plots.panels_png`, not a matplotlib figure) and inverts:
+the slow part, refining codes, is done for a window of clips or a pair of clips at a time.
 """
 from __future__ import annotations
 
@@ -24,11 +26,20 @@ def _player(label: str) -> tuple[W.Audio, W.VBox]:
     return audio, W.VBox([W.HTML(f"<b>{label}</b>"), audio])
 
 
+def _caption(titles: list[str], db_range: tuple[float, float]) -> str:
+    """What the panels of `plots.panels_png` are, left to right, and what the colour bar spans."""
+    return (f"<small>left to right: {', '.join(titles)}; low mel bins at the bottom; colour bar "
+            f"{db_range[0]:g} dB (dark) to {db_range[1]:g} dB (bright)</small>")
+
+
 class CompareView:
     """Pick a split, a recording and a clip; see and hear original, oracle and reconstruction."""
 
+    WINDOW = 16  # clips refined together when the slider lands on one not yet refined
+
     def __init__(self, run: Run, cache: MelCache, n_iter: int = 32):
         self.run, self.cache, self.n_iter = run, cache, n_iter
+        self._recons: dict[int, np.ndarray] = {}  # cache index -> reconstruction dB, for the chosen recording
         self.features = cache.features
         self.clips_dir = Path(cache.meta["clips_dir"])
         self.split = W.Dropdown(options=["test", "val", "train"], value="test", description="split")
@@ -54,6 +65,7 @@ class CompareView:
         self._clips()
 
     def _clips(self) -> None:
+        self._recons = {}
         with self.clip.hold_trait_notifications():
             self.clip.max = max(len(self.selection()) - 1, 0)
             self.clip.value = min(self.clip.value, self.clip.max)
@@ -67,6 +79,18 @@ class CompareView:
     def current(self) -> int:
         return int(self.selection()[self.clip.value])
 
+    def reconstruction(self, i: int) -> np.ndarray:
+        """Clip i's reconstruction. On a miss, the next WINDOW clips not yet refined (from i on, then back)
+        are refined in one batch: 16 clips take 1.4 times as long as one (1.1 s against 0.8 s on 2 cores)."""
+        if i not in self._recons:
+            sel = self.selection()  # i is one of them: the slider only reaches the chosen recording's clips
+            k = int(np.flatnonzero(sel == i)[0])
+            ahead_then_behind = np.concatenate([sel[k:], sel[:k][::-1]])
+            window = [int(j) for j in ahead_then_behind if j not in self._recons][:self.WINDOW]
+            recons = self.run.reconstruct(self.cache.mels[window].astype(np.float32)).numpy()
+            self._recons.update(zip(window, recons))
+        return self._recons[i]
+
     def show(self) -> dict:
         """Render the chosen clip; returns what was shown (name, L1) for callers and tests."""
         if not len(self.selection()):
@@ -74,11 +98,12 @@ class CompareView:
         i = self.current()
         name = self.cache.names[i]
         original = self.cache.mels[i].astype(np.float32)
-        recon = self.run.reconstruct(original).numpy()
+        recon = self.reconstruction(i)
         m = metrics(recon, original, self.run.stats["std"])
         self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-l1='{m['l1_std']:.4f}'>"
-                              f"clip <b>{name}</b>: L1 {m['l1_std']:.4f} (standardised), {m['l1_db']:.2f} dB</span>")
-        self.image.value = plots.to_png(plots.triptych(original, recon, name))
+                              f"clip <b>{name}</b>: L1 {m['l1_std']:.4f} (standardised), {m['l1_db']:.2f} dB</span><br>"
+                              + _caption(["original", "reconstruction", "|error|"], self.features.db_range))
+        self.image.value = plots.panels_png([original, recon, np.abs(original - recon)], self.features.db_range)
         sr = self.features.sample_rate
         wav, reason, _ = load_clip(self.clips_dir / name, self.features)
         self.original_audio.value = wav_bytes(wav.numpy(), sr) if wav is not None else b""
@@ -126,9 +151,8 @@ class InterpolateView:
         mix = self.run.decode(mix_codes(z[0], z[1], [self.alpha.value], self.mode.value))[0].numpy()
         self.readout.value = (f"<span class='beetnet-readout' data-alpha='{self.alpha.value:.2f}'>"
                               f"{(1 - self.alpha.value):.2f} × {self.a.value} + {self.alpha.value:.2f} × "
-                              f"{self.b.value} ({self.mode.value})</span>")
-        fig = plots.clip_gallery([ends[0], mix, ends[1]], [f"A: {self.a.value}", f"mix, alpha {self.alpha.value:.2f}",
-                                                         f"B: {self.b.value}"])
-        self.image.value = plots.to_png(fig)
+                              f"{self.b.value} ({self.mode.value})</span><br>"
+                              + _caption(["A", "the mix", "B"], self.cache.features.db_range))
+        self.image.value = plots.panels_png([ends[0], mix, ends[1]], self.cache.features.db_range)
         self.audio.value = wav_bytes(mel_to_audio(mix, self.cache.features, self.n_iter), self.cache.features.sample_rate)
         return mix

@@ -185,6 +185,38 @@ def test_compare_widget_callbacks_update_image_audio_and_readout(run, mid_cache)
     assert mid_cache.names[view.current()] in view.readout.value and mid_cache.splits[view.current()] == "val"
 
 
+def test_compare_widget_refines_a_window_of_clips_at_once_and_each_as_alone(run, mid_cache, monkeypatch):
+    view = CompareView(run, mid_cache)
+    view.split.value = "train"  # the longest recordings: more clips than one window
+    sel = view.selection()
+    assert len(sel) > CompareView.WINDOW
+    batches = []
+    encode = run.encode
+    monkeypatch.setattr(run, "encode", lambda x, *a, **k: batches.append(len(x)) or encode(x, *a, **k))
+    for k in range(len(sel)):  # a person stepping through the recording, clip by clip
+        view.clip.value = k
+    assert sum(batches) == len(sel) - CompareView.WINDOW  # each clip refined once
+    assert batches == [min(CompareView.WINDOW, len(sel) - k) for k in range(CompareView.WINDOW, len(sel), CompareView.WINDOW)]
+    for j in sel[:: max(1, len(sel) // 5)]:
+        x = mid_cache.mels[j].astype(np.float32)
+        np.testing.assert_allclose(view.reconstruction(int(j)), run.reconstruct(x).numpy(), atol=1e-3)
+
+
+def test_panels_png_maps_db_to_the_colour_scale_with_low_bins_at_the_bottom():
+    import matplotlib.pyplot as plt
+    from beetnet_utils.plots import panels_png
+
+    lo, hi = -40.0, 60.0
+    ramp = np.repeat(np.linspace(lo, hi, 96)[:, None], 63, axis=1)  # bin 0 quietest
+    img = plt.imread(__import__("io").BytesIO(panels_png([ramp, np.full((96, 63), hi)], (lo, hi), zoom=(2, 3), gap=5)))
+    magma = plt.get_cmap("magma")
+    assert img.shape[:2] == (96 * 2, 63 * 3 * 2 + 5 * 2 + 3 * 3)
+    np.testing.assert_allclose(img[-1, 0, :3], magma(0.0)[:3], atol=1 / 255)  # bottom row: bin 0, darkest
+    np.testing.assert_allclose(img[0, 0, :3], magma(1.0)[:3], atol=1 / 255)
+    np.testing.assert_allclose(img[-1, 63 * 3 + 5, :3], magma(1.0)[:3], atol=1 / 255)  # second panel: all loud
+    assert (img[:, 63 * 3:63 * 3 + 5, :3] == 1.0).all()  # white gap between panels
+
+
 def test_interpolate_widget_follows_the_alpha_slider(run, mid_cache):
     view = InterpolateView(run, mid_cache)
     before = (view.image.value, view.audio.value)
