@@ -13,9 +13,9 @@ Rows:
   KL fit        the non-negative mel -> linear fit + GriffinLim: 32 iterations is quality="fast",
                 100 quality="final", and 200 to show that more buys next to nothing
 
-With --run and --cache, also the whole slider update of each widget view, as a person waits for it:
-the callback's wall time (reconstruct or interpolate, the figure as PNG, every player's audio),
-best of 3 at each of 5 slider positions; the budget is 300 ms.
+With --run and --cache, also each widget update as a person waits for it: the observer's wall time
+(refine where the view has not yet, decode, draw the panels, every player's audio), each move timed
+once as it comes; the budget for a slider is 300 ms. The dropdowns, which refine codes, are timed too.
 
 Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--threads T] [--work /tmp/beetnet_bench_listen]
                                         [--run RUN --cache CACHE]
@@ -67,24 +67,31 @@ def best_ms(render, mel: torch.Tensor, repeats: int = 3) -> float:
     return 1000 * min(times)
 
 
-def slider_updates(run_dir: Path, cache_dir: Path, positions: int = 5) -> dict[str, list[float]]:
-    """ms of each view's whole update (its observer's work) at `positions` slider values, best of 3 each."""
+def slider_updates(run_dir: Path, cache_dir: Path, moves: int = 20) -> dict[str, list[float]]:
+    """ms of each update as a person makes it, each timed once (first visits, caches included): the
+    observer's whole redraw when a slider or dropdown takes a new value."""
     from beetnet_utils.widgets import CompareView, InterpolateView
 
     run, cache = load_run(run_dir, device="cpu"), load_cache(cache_dir)
     compare, walk = CompareView(run, cache), InterpolateView(run, cache)
-    clips = np.linspace(0, compare.clip.max, positions).round().astype(int)
-    alphas = np.linspace(0.1, 0.9, positions).round(2)
 
-    def timed(view, slider, values) -> list[float]:
+    def timed(widget, values) -> list[float]:
         out = []
         for v in values:
-            slider.value = type(slider.value)(v)  # its observer redraws once, untimed
-            out.append(best_ms(lambda _: view.show(), None))  # then the same redraw, timed
+            start = time.perf_counter()
+            widget.value = v  # its observer redraws
+            out.append(1000 * (time.perf_counter() - start))
         return out
 
-    return {"compare: clip slider (original, oracle and reconstruction players)": timed(compare, compare.clip, clips),
-            "interpolate: alpha slider (one player)": timed(walk, walk.alpha, alphas)}
+    recordings = list(compare.recording.options)
+    out = {"compare: recording dropdown (refines its first window of clips)":
+           timed(compare.recording, [r for r in recordings if r != compare.recording.value][:4])}
+    compare.recording.value = max(recordings, key=lambda r: (cache.recordings == r).sum())  # the most clips
+    steps = range(1, min(moves, compare.clip.max) + 1)
+    out[f"compare: clip slider, {len(steps)} steps right (a window of 16 refined on a miss)"] = timed(compare.clip, steps)
+    out["interpolate: clip B dropdown (refines A and B)"] = timed(walk.b, list(walk.b.options)[1:5])
+    out["interpolate: alpha slider (decodes only)"] = timed(walk.alpha, [0.1, 0.3, 0.45, 0.7, 0.9])
+    return out
 
 
 def main() -> None:
@@ -124,11 +131,11 @@ def main() -> None:
               f"{three:.0f} | {batched:.0f} |", flush=True)
 
     if a.run and a.cache:
-        print(f"\nslider updates, {a.run} (ms, best of 3 at each of 5 positions; budget 300 ms):")
-        print("| view | median ms | max ms |")
-        print("|---|---:|---:|")
+        print(f"\nwidget updates, {a.run} (ms, each move timed once; budget for a slider 300 ms):")
+        print("| update | moves | median ms | max ms |")
+        print("|---|---:|---:|---:|")
         for view, ms in slider_updates(a.run, a.cache).items():
-            print(f"| {view} | {np.median(ms):.0f} | {max(ms):.0f} |")
+            print(f"| {view} | {len(ms)} | {np.median(ms):.0f} | {max(ms):.0f} |")
 
 
 if __name__ == "__main__":
