@@ -107,7 +107,9 @@ for name, wave in bn.audio.listen_runs(runs, cache, index).items():
 #
 # Choose a split, a recording and a clip. The three players: the clip itself, its own mel spectrogram
 # turned back into sound (the **oracle**: what Griffin-Lim phase reconstruction alone does to it), and
-# the model's reconstruction. The difference between the last two is the model's doing.
+# the model's reconstruction. The difference between the last two is the model's doing. The first clip
+# of a recording takes a second or so (the model fits the codes of 16 clips at once); the next moves of
+# the slider only decode and render.
 
 # %%
 compare = bn.widgets.CompareView(run, cache)
