@@ -1,7 +1,6 @@
 """`python -m beetnet_utils {download,cache,train,evaluate,demo}`: the notebooks' steps from a shell.
 
 Each verb calls the same `Session` step as the notebook cell, on the folders its arguments name.
-The steps (and torch) are imported when a verb runs, so `--help` and a mistyped option answer at once.
 """
 from __future__ import annotations
 
@@ -10,24 +9,28 @@ import json
 import sys
 from pathlib import Path
 
-from .config import AMP_MODES, DEFAULT_PRESET, DEVICES, PRESETS, PROFILES, SOURCES, SPLITS
+from .config import AMP_MODES, DEFAULT_PRESET, PRESETS, PROFILES
+from .data import SOURCES
+from .evaluate import markdown_table, save_report
+from .features import SPLITS
+from .pipeline import demo
+from .run import load_run
+from .runtime import DEVICES
+from .session import for_folders
 from .storage import BeetNetError
 
 
 def _download(args: argparse.Namespace) -> None:
-    from .session import for_folders
     session = for_folders(args.profile, clips=args.out)
     print(session.download(args.source, args.audio_dir).summary())
 
 
 def _cache(args: argparse.Namespace) -> None:
-    from .session import for_folders
     session = for_folders(args.profile, clips=args.clips, cache=args.out)
     print(json.dumps(session.cache().summary(), indent=2))
 
 
 def _train(args: argparse.Namespace) -> None:
-    from .session import for_folders
     session = for_folders(args.profile, cache=args.cache)
     history = session.train(args.preset, args.run, device=args.device, epochs=args.epochs,
                             batch_size=args.batch_size, minutes=args.minutes, amp=args.amp)
@@ -38,9 +41,6 @@ def _train(args: argparse.Namespace) -> None:
 
 
 def _evaluate(args: argparse.Namespace) -> None:
-    from .evaluate import markdown_table, save_report
-    from .run import load_run
-    from .session import for_folders
     session = for_folders(args.profile, cache=args.cache)
     runs = {"beetnet": load_run(args.run, device=args.device)}
     report = session.evaluate(runs, args.clips, (args.split,) if args.split else ("val", "test"), save=False)
@@ -51,7 +51,6 @@ def _evaluate(args: argparse.Namespace) -> None:
 
 
 def _demo(args: argparse.Namespace) -> None:
-    from .pipeline import demo
     demo(args.out, args.profile or "demo")
 
 

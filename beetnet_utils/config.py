@@ -16,11 +16,6 @@ from typing import Any
 PROFILE_ENV = "BEETNET_PROFILE"
 AMP_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
-# The vocabularies of the steps' arguments, here so that the command line can offer them without
-# importing torch: where the clips come from, the splits by recording, and the devices.
-SOURCES = ("kaggle", "musicnet", "folder", "demo")
-SPLITS = ("train", "val", "test")
-DEVICES = ("cpu", "cuda")
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,11 @@ import torchaudio.functional as AF
 from tqdm.auto import tqdm
 
 from . import synth
-from .config import SOURCES, Config, DataConfig, FeatureConfig, stable_hash
+from .config import Config, DataConfig, FeatureConfig, stable_hash
 from .storage import (MARKERS, BeetNetError, NotRegularFileError, atomic_dir, beetnet_output, check_not_inside,
                       claim_output, content_hash, disk_full_error, open_regular, recover)
 
+SOURCES = ("kaggle", "musicnet", "folder", "demo")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 MANIFEST = MARKERS["clips"]
 KAGGLE_STALL_SECONDS = 60.0  # a Kaggle download that receives nothing for this long ends with an error

@@ -32,10 +32,11 @@ import torch
 import torchaudio
 from tqdm.auto import tqdm
 
-from .config import SPLITS, DataConfig, FeatureConfig, stable_hash
+from .config import DataConfig, FeatureConfig, stable_hash
 from .data import MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason
 from .storage import BeetNetError, atomic_dir, check_not_inside, claim_output, content_hash, recover
 
+SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2  # 2: content-keyed, with checksums of mels.npy and index.csv
 _CHUNK = 128  # clips per task
 

@@ -23,6 +23,7 @@ import torch
 
 from .storage import BeetNetError, atomic_dir
 
+DEVICES = ("cpu", "cuda")
 CONTENT_ROOT_ENV, KAGGLE_ROOT_ENV = "BEETNET_CONTENT_ROOT", "BEETNET_KAGGLE_ROOT"
 KAGGLE_SECRETS = ("KAGGLE_API_TOKEN", "KAGGLE_USERNAME", "KAGGLE_KEY")  # Colab secrets kagglehub may need
 
