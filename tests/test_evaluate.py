@@ -1,6 +1,7 @@
 """Metrics by hand, exact PCA, a report that recomputes, audible inversion, generation, widgets."""
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -208,7 +209,7 @@ def test_panels_png_maps_db_to_the_colour_scale_with_low_bins_at_the_bottom():
 
     lo, hi = -40.0, 60.0
     ramp = np.repeat(np.linspace(lo, hi, 96)[:, None], 63, axis=1)  # bin 0 quietest
-    img = plt.imread(__import__("io").BytesIO(panels_png([ramp, np.full((96, 63), hi)], (lo, hi), zoom=(2, 3), gap=5)))
+    img = plt.imread(io.BytesIO(panels_png([ramp, np.full((96, 63), hi)], (lo, hi), zoom=(2, 3), gap=5)))
     magma = plt.get_cmap("magma")
     assert img.shape[:2] == (96 * 2, 63 * 3 * 2 + 5 * 2 + 3 * 3)
     np.testing.assert_allclose(img[-1, 0, :3], magma(0.0)[:3], atol=1 / 255)  # bottom row: bin 0, darkest
