@@ -10,7 +10,8 @@ PCA-256 + refine: PCA's codes fitted by the same encode-time refinement as `best
 soundfont, in standardised L1 and dB, with training time and samples per second; then `best`'s
 encode time per clip on the CPU and the goals of issue #14. `--ablation [ROUTE ...]` also trains `best`
 with each route of ABLATIONS (or those named) switched off, one at a time, and prints a second table;
-`--ablation-minutes M` gives those rows a budget of their own, with `best` retrained at M beside them.
+`--ablation-minutes M` gives those rows a budget of their own, with `best` retrained at M beside them
+(and the main table then trains only the --presets named).
 
 Usage (render the sets first, see render_piano_set.py):
   python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
@@ -106,7 +107,10 @@ def main() -> None:
     started = time.perf_counter()
     quiet = lambda m: None  # noqa: E731
     ablation = None if args.ablation is None else (args.ablation or list(ABLATIONS))
-    presets = list(dict.fromkeys([*args.presets, *(["best"] if ablation is not None else [])]))
+    ablation_minutes = args.ablation_minutes or args.minutes
+    # The ablation rows are compared with `best` at their own budget: the main table's `best`, or one of their own.
+    best_is_reference = ablation is not None and ablation_minutes == args.minutes
+    presets = list(dict.fromkeys([*args.presets, *(["best"] if best_is_reference else [])]))
 
     clips, unseen_clips = args.clips, args.unseen_clips
     if args.max_recordings:
@@ -163,10 +167,9 @@ def main() -> None:
                                for key, refine in (("refine", True), ("plain", False))}
     ablated, reference = {}, "best"
     if ablation is not None:
-        minutes = args.ablation_minutes or args.minutes
-        ablation_cfg = with_preset(cfg.replace(train={"minutes": minutes}), "best")
-        if minutes != args.minutes:  # the rows are compared with best at their own budget
-            reference = f"best ({minutes:g} min)"
+        ablation_cfg = with_preset(cfg.replace(train={"minutes": ablation_minutes}), "best")
+        if not best_is_reference:
+            reference = f"best ({ablation_minutes:g} min)"
             train_and_score(reference, ablation_cfg, args.work / "run_best_ablation")
         reference_dir = args.work / ("run_best" if reference == "best" else "run_best_ablation")
         for name in ablation:
@@ -216,7 +219,7 @@ def main() -> None:
 
     if ablated:
         cols = [c for c in ("test", "unseen soundfont") if c in results]
-        print(f"\nAblation: best with one route off, each {timing[reference]['minutes']:.0f} min "
+        print(f"\nAblation: best with one route off, each {timing[reference]['minutes']:.1f} min "
               f"({', '.join('unseen recordings' if c == 'test' else c for c in cols)}; vs best: how much higher L1 is without the route)")
         print("| model | changes | " + " | ".join(f"{c} L1 (std) | {c} L1 dB | vs best" for c in cols)
               + " | train min |")
