@@ -144,11 +144,12 @@ def refine(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tup
     """Fit each clip's code by L1 descent through the frozen decoder, from the encoder's z.
 
     Each clip keeps the best code it reached (its starting z included), so its L1 never rises.
-    `bounds` clamp the output as the metric does (standardised units).
+    `bounds` clamp the output as the metric does (standardised units). Gradients are taken for z
+    alone (`autograd.grad`), never written to the weights: so a widget can refine in a background
+    thread while the same model decodes in the foreground.
     """
     was_training = model.training
     model.eval()
-    params = [p.requires_grad_(False) for p in model.parameters()]
     with torch.no_grad():
         z0 = model.encode(x).float()
     z = z0.clone().requires_grad_(True)
@@ -161,11 +162,8 @@ def refine(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tup
             better = per_clip.detach() < best
             best = torch.where(better, per_clip.detach(), best)
             best_z[better] = z.detach()[better]
-            opt.zero_grad(set_to_none=True)
-            per_clip.sum().backward()
+            (z.grad,) = torch.autograd.grad(per_clip.sum(), z)
             opt.step()
-    for p in params:
-        p.requires_grad_(True)
     model.train(was_training)
     return best_z
 

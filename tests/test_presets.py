@@ -1,6 +1,8 @@
 """The two model presets: `original` (the specification) and `best` (ours)."""
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 import torch
@@ -81,6 +83,12 @@ def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache):
     refined = (run.reconstruct(mel).numpy() - mel).__abs__().mean(axis=(1, 2))
     assert (refined <= plain + 1e-4).all(), (refined - plain).max()
     assert refined.mean() < plain.mean()  # and it does help on average
+    params = list(run.model.parameters())
+    assert all(p.grad is None for p in params)  # the weights are only read: a widget refines in a thread
+    with ThreadPoolExecutor(2) as pool:  # while the same model decodes or refines in another
+        both = list(pool.map(lambda _: run.reconstruct(mel).numpy(), range(2)))
+    np.testing.assert_allclose(both[0], both[1], atol=1e-5)
+    np.testing.assert_allclose(both[0], run.reconstruct(mel).numpy(), atol=1e-5)
 
 
 def test_best_architecture_has_a_gru_at_its_heart():
