@@ -3,10 +3,13 @@
 Each view's callbacks are plain methods that update plain widget values (an Image's PNG
 bytes, an Audio's WAV bytes, an HTML readout), so tests drive them without a browser.
 A slider move only decodes, draws (`plots.panels_png`, not a matplotlib figure) and inverts:
-the slow part, refining codes, is done for a window of clips or a pair of clips at a time.
+the slow part, refining codes, is done for a window of clips or a pair of clips at a time, and
+the compare view refines (and renders) ahead of the slider in a background thread.
 """
 from __future__ import annotations
 
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import ipywidgets as W
@@ -33,13 +36,28 @@ def _caption(titles: list[str], db_range: tuple[float, float]) -> str:
 
 
 class CompareView:
-    """Pick a split, a recording and a clip; see and hear original, oracle and reconstruction."""
+    """Pick a split, a recording and a clip; see and hear original, oracle and reconstruction.
 
-    WINDOW = 16  # clips refined together when the slider lands on one not yet refined
+    A background thread keeps ahead of the clip slider: it refines the next WINDOW clips in one
+    batch once the slider comes within WINDOW / 2 clips of their start, and while the slider rests it
+    renders the audio of the refined clips ahead. So a slider move mostly only looks things up and
+    draws; one that lands on a clip not yet refined waits for its window.
+    """
 
-    def __init__(self, run: Run, cache: MelCache, n_iter: int = 32):
-        self.run, self.cache, self.n_iter = run, cache, n_iter
-        self._recons: dict[int, np.ndarray] = {}  # cache index -> reconstruction dB, for the chosen recording
+    WINDOW = 16  # clips refined together: 16 take 1.4 times as long as one (1.1 s against 0.8 s on 2 cores)
+    REST = 0.2  # s the slider must rest before the worker renders ahead: a slider on the move renders itself
+
+    def __init__(self, run: Run, cache: MelCache, n_iter: int = 32, prefetch: bool = True):
+        self.run, self.cache, self.n_iter, self.prefetch = run, cache, n_iter, prefetch
+        # For the chosen recording, by cache index: reconstruction dB; (oracle, reconstruction) WAV
+        # bytes; the refinement that makes (or made) the reconstruction.
+        self._recons: dict[int, np.ndarray] = {}
+        self._audio: dict[int, tuple[bytes, bytes]] = {}
+        self._queued: dict[int, Future] = {}
+        self._windows = 0  # windows queued so far: background rendering gives way when it grows
+        self._at = 0  # the slider's position, for the background thread
+        self._drawn = 0.0  # when the last update finished drawing (monotonic s; inf while one draws)
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beetnet-refine")
         self.features = cache.features
         self.clips_dir = Path(cache.meta["clips_dir"])
         self.split = W.Dropdown(options=["test", "val", "train"], value="test", description="split")
@@ -65,7 +83,9 @@ class CompareView:
         self._clips()
 
     def _clips(self) -> None:
-        self._recons = {}
+        for future in set(self._queued.values()):
+            future.cancel()  # those not started; one already running fills the old dicts, now unused
+        self._recons, self._audio, self._queued = {}, {}, {}
         with self.clip.hold_trait_notifications():
             self.clip.max = max(len(self.selection()) - 1, 0)
             self.clip.value = min(self.clip.value, self.clip.max)
@@ -79,37 +99,87 @@ class CompareView:
     def current(self) -> int:
         return int(self.selection()[self.clip.value])
 
+    def _render(self, i: int, recon: np.ndarray) -> tuple[bytes, bytes]:
+        """Clip i's oracle (its own mel) and reconstruction as WAV bytes, inverted in one batch: faster."""
+        both = mel_to_audio(np.stack([self.cache.mels[i].astype(np.float32), recon]), self.features, self.n_iter)
+        return wav_bytes(both[0], self.features.sample_rate), wav_bytes(both[1], self.features.sample_rate)
+
+    def _queue(self, k: int) -> Future:
+        """On the background thread: refine the WINDOW clips nearest the k-th (it, those ahead, then those
+        behind) not yet queued; then render the audio of refined clips ahead of the slider, nearest first,
+        until a newer window is queued. Returns the refinement, which stores its own results."""
+        sel = self.selection()
+        window = [int(j) for j in np.concatenate([sel[k:], sel[:k][::-1]]) if j not in self._queued][:self.WINDOW]
+        recons, audio = self._recons, self._audio
+        self._windows += 1
+        this = self._windows
+
+        def refine() -> None:
+            recons.update(zip(window, self.run.reconstruct(self.cache.mels[window].astype(np.float32)).numpy()))
+
+        def render_ahead() -> None:
+            while this == self._windows:
+                if time.monotonic() < self._drawn + self.REST:  # a slider on the move: keep the cores free
+                    time.sleep(0.02)
+                    continue
+                todo = [int(j) for j in sel[self._at + 1:] if j in recons and j not in audio]
+                if not todo:
+                    return
+                audio[todo[0]] = self._render(todo[0], recons[todo[0]])
+
+        future = self._worker.submit(refine)
+        self._queued.update(dict.fromkeys(window, future))
+        self._worker.submit(render_ahead)
+        return future
+
     def reconstruction(self, i: int) -> np.ndarray:
-        """Clip i's reconstruction. On a miss, the next WINDOW clips not yet refined (from i on, then back)
-        are refined in one batch: 16 clips take 1.4 times as long as one (1.1 s against 0.8 s on 2 cores)."""
+        """Clip i's reconstruction: ready if its window was refined ahead; otherwise the slider waits
+        for that window (queued now, or already on the background thread)."""
         if i not in self._recons:
-            sel = self.selection()  # i is one of them: the slider only reaches the chosen recording's clips
-            k = int(np.flatnonzero(sel == i)[0])
-            ahead_then_behind = np.concatenate([sel[k:], sel[:k][::-1]])
-            window = [int(j) for j in ahead_then_behind if j not in self._recons][:self.WINDOW]
-            recons = self.run.reconstruct(self.cache.mels[window].astype(np.float32)).numpy()
-            self._recons.update(zip(window, recons))
+            k = int(np.flatnonzero(self.selection() == i)[0])  # the slider only reaches the chosen recording
+            (self._queued.get(i) or self._queue(k)).result()  # re-raises the refinement's error, if any
         return self._recons[i]
+
+    def wait_for_refinement(self) -> None:
+        """Block until the background work queued so far is done (a person's pace, for tests)."""
+        self._worker.submit(lambda: None).result()
+
+    def _refine_ahead(self) -> None:
+        """Queue the next window once any of the WINDOW / 2 clips after the current one is not queued: the
+        worker has 8 moves to refine it (1.1-1.6 s), and renders the audio ahead first."""
+        sel, k = self.selection(), self.clip.value
+        ahead = sel[k + 1:k + 1 + self.WINDOW // 2]
+        missing = [n for n, j in enumerate(ahead, start=k + 1) if j not in self._queued]
+        if missing:
+            self._queue(missing[0])
 
     def show(self) -> dict:
         """Render the chosen clip; returns what was shown (name, L1) for callers and tests."""
         if not len(self.selection()):
             return {}
-        i = self.current()
+        self._at, i = self.clip.value, self.current()
+        recon = self.reconstruction(i)  # may wait for its window, with the worker running freely
+        self._drawn = float("inf")  # drawing: the worker does not start rendering ahead
+        try:
+            return self._draw(i, recon)
+        finally:
+            self._drawn = time.monotonic()
+
+    def _draw(self, i: int, recon: np.ndarray) -> dict:
         name = self.cache.names[i]
         original = self.cache.mels[i].astype(np.float32)
-        recon = self.reconstruction(i)
         m = metrics(recon, original, self.run.stats["std"])
         self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-l1='{m['l1_std']:.4f}'>"
                               f"clip <b>{name}</b>: L1 {m['l1_std']:.4f} (standardised), {m['l1_db']:.2f} dB</span><br>"
                               + _caption(["original", "reconstruction", "|error|"], self.features.db_range))
         self.image.value = plots.panels_png([original, recon, np.abs(original - recon)], self.features.db_range)
-        sr = self.features.sample_rate
-        wav, reason, _ = load_clip(self.clips_dir / name, self.features)
-        self.original_audio.value = wav_bytes(wav.numpy(), sr) if wav is not None else b""
-        oracle, heard = mel_to_audio(np.stack([original, recon]), self.features, self.n_iter)  # one batch: faster
-        self.oracle_audio.value = wav_bytes(oracle, sr)
-        self.recon_audio.value = wav_bytes(heard, sr)
+        wav = load_clip(self.clips_dir / name, self.features)[0]
+        self.original_audio.value = wav_bytes(wav.numpy(), self.features.sample_rate) if wav is not None else b""
+        if i not in self._audio:
+            self._audio[i] = self._render(i, recon)
+        self.oracle_audio.value, self.recon_audio.value = self._audio[i]
+        if self.prefetch:
+            self._refine_ahead()
         return {"name": name, "index": i, "l1_std": m["l1_std"], "l1_db": m["l1_db"]}
 
 

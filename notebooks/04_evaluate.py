@@ -107,9 +107,10 @@ for name, wave in bn.audio.listen_runs(runs, cache, index).items():
 #
 # Choose a split, a recording and a clip. The three players: the clip itself, its own mel spectrogram
 # turned back into sound (the **oracle**: what Griffin-Lim phase reconstruction alone does to it), and
-# the model's reconstruction. The difference between the last two is the model's doing. The first clip
-# of a recording takes a second or so (the model fits the codes of 16 clips at once); the next moves of
-# the slider only decode and render.
+# the model's reconstruction. The difference between the last two is the model's doing. Picking a
+# recording takes a second or two (the model fits the codes of its first 16 clips at once); after that a
+# background thread fits the next clips and renders their sound before the slider gets there, so a move
+# only draws (tens of milliseconds; a jump far ahead waits for its clips, as the first pick did).
 
 # %%
 compare = bn.widgets.CompareView(run, cache)

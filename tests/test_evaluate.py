@@ -138,7 +138,7 @@ def test_griffin_lim_gives_the_clip_length_and_its_own_mel_is_close(tmp_path, mi
     assert error(wav) < 3.0 and error(wav) < error(mel_to_audio(target, f, n_iter=1)) - 0.7
     noise = mel_db(torch.randn(f.clip_samples) * float(np.abs(wav).max()), f).numpy()
     assert np.abs(noise - target).mean() > 15.0
-    assert np.array_equal(mel_to_audio(target, f), wav)  # seeded: the same sound every time
+    assert np.array_equal(mel_to_audio(target, f), wav)  # the same sound every time
     path = save_wav(wav, tmp_path / "clip.wav", f.sample_rate)
     import soundfile as sf
 
@@ -187,7 +187,7 @@ def test_compare_widget_callbacks_update_image_audio_and_readout(run, mid_cache)
 
 
 def test_compare_widget_refines_a_window_of_clips_at_once_and_each_as_alone(run, mid_cache, monkeypatch):
-    view = CompareView(run, mid_cache)
+    view = CompareView(run, mid_cache, prefetch=False)  # a miss refines the next window while the slider waits
     view.split.value = "train"  # the longest recordings: more clips than one window
     sel = view.selection()
     assert len(sel) > CompareView.WINDOW
@@ -198,6 +198,34 @@ def test_compare_widget_refines_a_window_of_clips_at_once_and_each_as_alone(run,
         view.clip.value = k
     assert sum(batches) == len(sel) - CompareView.WINDOW  # each clip refined once
     assert batches == [min(CompareView.WINDOW, len(sel) - k) for k in range(CompareView.WINDOW, len(sel), CompareView.WINDOW)]
+    for j in sel[:: max(1, len(sel) // 5)]:
+        x = mid_cache.mels[j].astype(np.float32)
+        np.testing.assert_allclose(view.reconstruction(int(j)), run.reconstruct(x).numpy(), atol=1e-3)
+
+
+def test_compare_widget_refines_the_next_window_before_the_slider_gets_there(run, mid_cache, monkeypatch):
+    batches = []
+    encode = run.encode
+    monkeypatch.setattr(run, "encode", lambda x, *a, **k: batches.append(len(x)) or encode(x, *a, **k))
+    monkeypatch.setattr(CompareView, "WINDOW", 4)  # several windows in the demo set's 17-clip recording
+    view = CompareView(run, mid_cache)
+    view.split.value = "train"  # refines the recording's first window
+    view.wait_for_refinement()
+    batches.clear()
+    sel = view.selection()
+    assert len(sel) > 2 * CompareView.WINDOW
+    ready = []
+    for k in range(1, len(sel)):
+        view.wait_for_refinement()  # a person's pace: the background work is done before the next move
+        ready.append((int(sel[k]) in view._recons, int(sel[k]) in view._audio))  # before the slider lands on it
+        view.clip.value = k
+    assert ready == [(True, True)] * (len(sel) - 1)
+    view.wait_for_refinement()
+    assert sum(batches) == len(sel) - CompareView.WINDOW  # each clip once: no window refined twice
+    assert set(view._recons) == set(map(int, sel))
+    last = int(sel[-1])  # its sound was rendered in the background; it is what a render here gives
+    heard = mel_to_audio(np.stack([mid_cache.mels[last].astype(np.float32), view.reconstruction(last)]), view.features)
+    assert view.recon_audio.value == wav_bytes(heard[1], view.features.sample_rate)
     for j in sel[:: max(1, len(sel) // 5)]:
         x = mid_cache.mels[j].astype(np.float32)
         np.testing.assert_allclose(view.reconstruction(int(j)), run.reconstruct(x).numpy(), atol=1e-3)
