@@ -8,6 +8,7 @@ the compare view refines (and renders) ahead of the slider in a background threa
 """
 from __future__ import annotations
 
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -38,17 +39,19 @@ def _caption(titles: list[str], db_range: tuple[float, float]) -> str:
 class CompareView:
     """Pick a split, a recording and a clip; see and hear original, oracle and reconstruction.
 
-    A background thread keeps ahead of the clip slider: it refines the next WINDOW clips in one
-    batch once the slider comes within WINDOW / 2 clips of their start, and while the slider rests it
-    renders the audio of the refined clips ahead. So a slider move mostly only looks things up and
-    draws; one that lands on a clip not yet refined waits for its window.
+    With `background` (the default), a worker thread keeps ahead of the clip slider: it refines the
+    next WINDOW clips in one batch once the slider comes within WINDOW / 2 clips of their start, and
+    while the slider rests it renders the audio of the refined clips ahead. So a slider move mostly
+    only looks things up and draws. One that lands on a clip not yet refined (a jump, a new recording)
+    is drawn at once from the encoder's code, marked as such, and drawn again by the worker when the
+    clip's window is refined. Without `background`, such a move waits for its window.
     """
 
     WINDOW = 16  # clips refined together: 16 take 1.4 times as long as one (1.1 s against 0.8 s on 2 cores)
     REST = 0.2  # s the slider must rest before the worker renders ahead: a slider on the move renders itself
 
-    def __init__(self, run: Run, cache: MelCache, n_iter: int = 32, prefetch: bool = True):
-        self.run, self.cache, self.n_iter, self.prefetch = run, cache, n_iter, prefetch
+    def __init__(self, run: Run, cache: MelCache, n_iter: int = 32, background: bool = True):
+        self.run, self.cache, self.n_iter, self.background = run, cache, n_iter, background
         # For the chosen recording, by cache index: reconstruction dB; (oracle, reconstruction) WAV
         # bytes; the refinement that makes (or made) the reconstruction.
         self._recons: dict[int, np.ndarray] = {}
@@ -57,6 +60,7 @@ class CompareView:
         self._windows = 0  # windows queued so far: background rendering gives way when it grows
         self._at = 0  # the slider's position, for the background thread
         self._drawn = 0.0  # when the last update finished drawing (monotonic s; inf while one draws)
+        self._lock = threading.RLock()  # one drawing at a time: a slider update or the worker's redraw
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beetnet-refine")
         self.features = cache.features
         self.clips_dir = Path(cache.meta["clips_dir"])
@@ -104,10 +108,11 @@ class CompareView:
         both = mel_to_audio(np.stack([self.cache.mels[i].astype(np.float32), recon]), self.features, self.n_iter)
         return wav_bytes(both[0], self.features.sample_rate), wav_bytes(both[1], self.features.sample_rate)
 
-    def _queue(self, k: int) -> Future:
-        """On the background thread: refine the WINDOW clips nearest the k-th (it, those ahead, then those
-        behind) not yet queued; then render the audio of refined clips ahead of the slider, nearest first,
-        until a newer window is queued. Returns the refinement, which stores its own results."""
+    def _queue(self, k: int, after: threading.Event | None = None) -> Future:
+        """On the worker thread: refine the WINDOW clips nearest the k-th (it, those ahead, then those
+        behind) not yet queued, once `after` is set (the drawing that asked for it is done); then render
+        the audio of refined clips ahead of the slider, nearest first, until a newer window is queued.
+        Returns the refinement, which stores its own results."""
         sel = self.selection()
         window = [int(j) for j in np.concatenate([sel[k:], sel[:k][::-1]]) if j not in self._queued][:self.WINDOW]
         recons, audio = self._recons, self._audio
@@ -115,6 +120,8 @@ class CompareView:
         this = self._windows
 
         def refine() -> None:
+            if after is not None:
+                after.wait()
             recons.update(zip(window, self.run.reconstruct(self.cache.mels[window].astype(np.float32)).numpy()))
 
         def render_ahead() -> None:
@@ -129,7 +136,8 @@ class CompareView:
 
         future = self._worker.submit(refine)
         self._queued.update(dict.fromkeys(window, future))
-        self._worker.submit(render_ahead)
+        if self.background:
+            self._worker.submit(render_ahead)
         return future
 
     def reconstruction(self, i: int) -> np.ndarray:
@@ -154,33 +162,64 @@ class CompareView:
             self._queue(missing[0])
 
     def show(self) -> dict:
-        """Render the chosen clip; returns what was shown (name, L1) for callers and tests."""
+        """Draw the chosen clip; returns what was shown (name, L1, refined or not) for callers and tests."""
         if not len(self.selection()):
             return {}
-        self._at, i = self.clip.value, self.current()
-        recon = self.reconstruction(i)  # may wait for its window, with the worker running freely
-        self._drawn = float("inf")  # drawing: the worker does not start rendering ahead
+        with self._lock:
+            self._at, i = self.clip.value, self.current()
+            refining = self.run.config.model.refine_steps > 0 and i not in self._recons
+            if not (self.background and refining):
+                shown = self._drawing(i, self.reconstruction(i))  # may wait for its window
+            else:  # at once from the encoder's code; the worker draws it again when its window is refined
+                drawn = threading.Event()
+                future = self._queued.get(i) or self._queue(self.clip.value, after=drawn)
+                try:
+                    plain = self.run.reconstruct(self.cache.mels[i].astype(np.float32), refine=False).numpy()
+                    shown = self._drawing(i, plain, refined=False)
+                finally:
+                    drawn.set()  # now the refinement may take the cores
+                future.add_done_callback(lambda _: self._redraw(i))  # at once, here, if it is already done
+            if self.background:
+                self._refine_ahead()
+            return shown
+
+    def _redraw(self, i: int) -> None:
+        """Clip i's window is refined: draw it again if it is still the one shown. Skipped if an update is
+        drawing: that update draws the clip now chosen, with what is refined by then."""
+        if self._lock.acquire(blocking=False):
+            try:
+                if len(self.selection()) and self.current() == i and i in self._recons:
+                    self._drawing(i, self._recons[i])
+            finally:
+                self._lock.release()
+
+    def _drawing(self, i: int, recon: np.ndarray, refined: bool = True) -> dict:
+        self._drawn = float("inf")  # the worker does not start rendering ahead meanwhile
         try:
-            return self._draw(i, recon)
+            return self._draw(i, recon, refined)
         finally:
             self._drawn = time.monotonic()
 
-    def _draw(self, i: int, recon: np.ndarray) -> dict:
-        name = self.cache.names[i]
+    def _draw(self, i: int, recon: np.ndarray, refined: bool) -> dict:
+        name, sr = self.cache.names[i], self.features.sample_rate
         original = self.cache.mels[i].astype(np.float32)
         m = metrics(recon, original, self.run.stats["std"])
-        self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-l1='{m['l1_std']:.4f}'>"
-                              f"clip <b>{name}</b>: L1 {m['l1_std']:.4f} (standardised), {m['l1_db']:.2f} dB</span><br>"
+        code = "" if refined else " from the encoder's code, <i>refining…</i>"
+        self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-l1='{m['l1_std']:.4f}' "
+                              f"data-refined='{int(refined)}'>clip <b>{name}</b>: L1 {m['l1_std']:.4f} "
+                              f"(standardised), {m['l1_db']:.2f} dB{code}</span><br>"
                               + _caption(["original", "reconstruction", "|error|"], self.features.db_range))
         self.image.value = plots.panels_png([original, recon, np.abs(original - recon)], self.features.db_range)
         wav = load_clip(self.clips_dir / name, self.features)[0]
-        self.original_audio.value = wav_bytes(wav.numpy(), self.features.sample_rate) if wav is not None else b""
-        if i not in self._audio:
-            self._audio[i] = self._render(i, recon)
-        self.oracle_audio.value, self.recon_audio.value = self._audio[i]
-        if self.prefetch:
-            self._refine_ahead()
-        return {"name": name, "index": i, "l1_std": m["l1_std"], "l1_db": m["l1_db"]}
+        self.original_audio.value = wav_bytes(wav.numpy(), sr) if wav is not None else b""
+        if not refined:  # the oracle alone: the reconstruction's sound comes with its refined code
+            self.oracle_audio.value, self.recon_audio.value = wav_bytes(mel_to_audio(original, self.features,
+                                                                                     self.n_iter), sr), b""
+        else:
+            if i not in self._audio:
+                self._audio[i] = self._render(i, recon)
+            self.oracle_audio.value, self.recon_audio.value = self._audio[i]
+        return {"name": name, "index": i, "l1_std": m["l1_std"], "l1_db": m["l1_db"], "refined": refined}
 
 
 class InterpolateView:

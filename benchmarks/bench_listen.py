@@ -14,9 +14,11 @@ Rows:
                 100 quality="final", and 200 to show that more buys next to nothing
 
 With --run and --cache, also each widget update as a person waits for it: the observer's wall time
-(refine where the view has not yet, decode, draw the panels, every player's audio), each move timed
-once as it comes, 0.5 s apart (--pace) and with no pause; the budget for a slider is 300 ms. The
-dropdowns, which refine codes, are timed too.
+(decode, draw the panels, every player's audio; refine where the view has no background thread or
+the interpolation's new pair), each move timed once as it comes, 0.5 s apart (--pace) and with no
+pause; the budget for a slider is 300 ms. For the compare view also how many moves were drawn from
+the encoder's code before their clip was refined, and for a recording picked or a jump far ahead
+how long until the refined drawing replaced it. The dropdowns are timed too.
 
 Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--threads T] [--work /tmp/beetnet_bench_listen]
                                         [--run RUN --cache CACHE [--pace 0.5]]
@@ -68,32 +70,40 @@ def best_ms(render, mel: torch.Tensor, repeats: int = 3) -> float:
     return 1000 * min(times)
 
 
-def slider_updates(run_dir: Path, cache_dir: Path, moves: int = 40, pace: float = 0.5) -> dict[str, list[float]]:
-    """ms of each update as a person makes it, each timed once (first visits, caches included): the
-    observer's whole redraw when a slider or dropdown takes a new value.
+def slider_updates(run_dir: Path, cache_dir: Path, moves: int = 40, pace: float = 0.5) -> dict[str, dict]:
+    """Each update as a person makes it, timed once (first visits, caches included): ms until the
+    observer's redraw returns; for the compare view, how many moves were drawn from the encoder's code
+    (not yet refined) and, where asked, ms until the refined drawing replaced it.
 
     A person looks before the next move: `pace` seconds, during which the compare view's background
-    refinement runs. The clip slider is also moved with no pause (an arrow key held down), where
-    that refinement competes with every update for the cores: the worst case."""
+    work runs. The clip slider is also moved with no pause (an arrow key held down), where that work
+    competes with every update for the cores: the worst case."""
     from beetnet_utils.widgets import CompareView, InterpolateView
 
     run, cache = load_run(run_dir, device="cpu"), load_cache(cache_dir)
     compare, walk = CompareView(run, cache), InterpolateView(run, cache)
+    refined = lambda: "data-refined='1'" in compare.readout.value  # noqa: E731
 
-    def timed(widget, values, pause: float = pace) -> list[float]:
-        out = []
+    def timed(widget, values, pause: float = pace, until_refined: bool = False) -> dict:
+        out = {"ms": [], "unrefined": 0, "refined_ms": []}
         for v in values:
             time.sleep(pause)
             start = time.perf_counter()
             widget.value = v  # its observer redraws
-            out.append(1000 * (time.perf_counter() - start))
+            out["ms"].append(1000 * (time.perf_counter() - start))
+            if widget in (compare.clip, compare.recording):
+                out["unrefined"] += not refined()
+            while until_refined and not refined():  # the worker draws it again, refined
+                time.sleep(0.005)
+            if until_refined:
+                out["refined_ms"].append(1000 * (time.perf_counter() - start))
         return out
 
     recordings = list(compare.recording.options)
     longest = sorted(recordings, key=lambda r: (cache.recordings == r).sum())[-2:]  # the most clips
+    picks = [r for r in recordings if r not in longest and r != compare.recording.value][:3] + longest[:1]
     out = {"compare: recording dropdown (refines its first 16 clips)":
-           timed(compare.recording, [r for r in recordings if r not in longest and r != compare.recording.value][:3]
-                 + longest[:1])}
+           timed(compare.recording, picks, until_refined=True)}
     steps = range(1, min(moves, compare.clip.max) + 1)
     out[f"compare: clip slider, {len(steps)} steps right, {pace:g} s apart"] = timed(compare.clip, steps)
     compare.clip.value = 0
@@ -103,7 +113,8 @@ def slider_updates(run_dir: Path, cache_dir: Path, moves: int = 40, pace: float 
     far = [k for k in (compare.clip.max // 2, compare.clip.max * 3 // 4, compare.clip.max)
            if k > steps[-1] + 2 * compare.WINDOW]
     if far:
-        out["compare: clip slider, a jump far ahead (waits for its window)"] = timed(compare.clip, far)
+        out["compare: clip slider, a jump far ahead (refines its window)"] = \
+            timed(compare.clip, far, until_refined=True)
     out["interpolate: clip B dropdown (refines A and B)"] = timed(walk.b, list(walk.b.options)[1:5])
     out["interpolate: alpha slider (decodes only)"] = timed(walk.alpha, [0.1, 0.3, 0.45, 0.7, 0.9])
     return out
@@ -147,11 +158,13 @@ def main() -> None:
               f"{three:.0f} | {batched:.0f} |", flush=True)
 
     if a.run and a.cache:
-        print(f"\nwidget updates, {a.run} (ms, each move timed once; budget for a slider 300 ms):")
-        print("| update | moves | median ms | max ms | over 300 ms |")
-        print("|---|---:|---:|---:|---:|")
-        for view, ms in slider_updates(a.run, a.cache, pace=a.pace).items():
-            print(f"| {view} | {len(ms)} | {np.median(ms):.0f} | {max(ms):.0f} | {sum(m > 300 for m in ms)} |")
+        print(f"\nwidget updates, {a.run} (each move timed once; budget for a slider 300 ms):")
+        print("| update | moves | median ms | max ms | over 300 ms | drawn unrefined | refined after, median ms |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for view, t in slider_updates(a.run, a.cache, pace=a.pace).items():
+            ms, after = t["ms"], f"{np.median(t['refined_ms']):.0f}" if t["refined_ms"] else "-"
+            print(f"| {view} | {len(ms)} | {np.median(ms):.0f} | {max(ms):.0f} | {sum(m > 300 for m in ms)} | "
+                  f"{t['unrefined'] if view.startswith('compare') else '-'} | {after} |")
 
 
 if __name__ == "__main__":

@@ -107,10 +107,11 @@ for name, wave in bn.audio.listen_runs(runs, cache, index).items():
 #
 # Choose a split, a recording and a clip. The three players: the clip itself, its own mel spectrogram
 # turned back into sound (the **oracle**: what Griffin-Lim phase reconstruction alone does to it), and
-# the model's reconstruction. The difference between the last two is the model's doing. Picking a
-# recording takes a second or two (the model fits the codes of its first 16 clips at once); after that a
-# background thread fits the next clips and renders their sound before the slider gets there, so a move
-# only draws (tens of milliseconds; a jump far ahead waits for its clips, as the first pick did).
+# the model's reconstruction. The difference between the last two is the model's doing. A background
+# thread fits the codes of the next clips and renders their sound before the slider gets there, so a
+# move only draws (tens of milliseconds). A clip it has not reached yet (a new recording, a jump far
+# ahead) is drawn at once from the encoder's code, marked *refining…*, and drawn again a second or two
+# later with its refined code and its sound.
 
 # %%
 compare = bn.widgets.CompareView(run, cache)

@@ -25,6 +25,7 @@ CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 ROOT = Path(__file__).parents[1]
+REFINE = 5  # steps of encode-time refinement given to the tiny run, as `best` has 30
 
 
 def free_port() -> int:
@@ -44,6 +45,7 @@ def views_app(tmp_path_factory, smoke, smoke_cache):
         f"import sys; sys.path.insert(0, {str(ROOT)!r})\n"
         "import beetnet_utils as bn\n"
         f"run, cache = bn.load_run({str(run_dir)!r}), bn.load_cache({str(smoke_cache.path)!r})\n"
+        f"run.config = run.config.replace(model={{'refine_steps': {REFINE}}})  # as best: the worker thread's case\n"
         "compare = bn.widgets.CompareView(run, cache, n_iter=4)\n"
         "walk = bn.widgets.InterpolateView(run, cache, n_iter=4)\n"
         "display(compare.widget, walk.widget)")]
@@ -61,7 +63,9 @@ def views_app(tmp_path_factory, smoke, smoke_cache):
                 break
         assert proc.poll() is None, (root / "voila.log").read_text()
         time.sleep(0.2)
-    yield {"url": f"http://127.0.0.1:{port}/", "root": root, "run": load_run(run_dir), "cache": smoke_cache}
+    run = load_run(run_dir)
+    run.config = run.config.replace(model={"refine_steps": REFINE})
+    yield {"url": f"http://127.0.0.1:{port}/", "root": root, "run": run, "cache": smoke_cache}
     proc.terminate()
     proc.wait(10)
 
@@ -117,7 +121,10 @@ def test_views_respond_to_the_keyboard_in_chromium(views_app, browser):
     run, cache, shots = views_app["run"], views_app["cache"], views_app["root"]
     page = browser.new_page(viewport={"width": 1300, "height": 1600})
     page.goto(views_app["url"], timeout=120_000)
+    # The compare view draws its first clip from the encoder's code; its worker thread draws it again,
+    # refined, with the reconstruction's audio: widget updates from a background thread reach the page.
     page.wait_for_function("document.querySelectorAll('.beetnet-readout').length == 2 && "
+                           "document.querySelector('.beetnet-readout').dataset.refined == '1' && "
                            "document.querySelectorAll('audio[src]').length == 4", timeout=120_000)
     page.screenshot(path=str(shots / "0-loaded.png"), full_page=True)
     assert readout(page, 0)["clip"] == cache.names[cache.indices("test")[0]]

@@ -1,6 +1,7 @@
 """Metrics by hand, exact PCA, a report that recomputes, audible inversion, generation, widgets."""
 from __future__ import annotations
 
+import copy
 import io
 import json
 import subprocess
@@ -187,7 +188,7 @@ def test_compare_widget_callbacks_update_image_audio_and_readout(run, mid_cache)
 
 
 def test_compare_widget_refines_a_window_of_clips_at_once_and_each_as_alone(run, mid_cache, monkeypatch):
-    view = CompareView(run, mid_cache, prefetch=False)  # a miss refines the next window while the slider waits
+    view = CompareView(run, mid_cache, background=False)  # a miss refines its window while the slider waits
     view.split.value = "train"  # the longest recordings: more clips than one window
     sel = view.selection()
     assert len(sel) > CompareView.WINDOW
@@ -203,7 +204,16 @@ def test_compare_widget_refines_a_window_of_clips_at_once_and_each_as_alone(run,
         np.testing.assert_allclose(view.reconstruction(int(j)), run.reconstruct(x).numpy(), atol=1e-3)
 
 
-def test_compare_widget_refines_the_next_window_before_the_slider_gets_there(run, mid_cache, monkeypatch):
+@pytest.fixture
+def refining(run):
+    """The run with a few steps of encode-time refinement, as `best` has: the views' slow case."""
+    r = copy.copy(run)
+    r.config = run.config.replace(model={"refine_steps": 5})
+    return r
+
+
+def test_compare_widget_refines_the_next_window_before_the_slider_gets_there(refining, mid_cache, monkeypatch):
+    run = refining
     batches = []
     encode = run.encode
     monkeypatch.setattr(run, "encode", lambda x, *a, **k: batches.append(len(x)) or encode(x, *a, **k))
@@ -229,6 +239,27 @@ def test_compare_widget_refines_the_next_window_before_the_slider_gets_there(run
     for j in sel[:: max(1, len(sel) // 5)]:
         x = mid_cache.mels[j].astype(np.float32)
         np.testing.assert_allclose(view.reconstruction(int(j)), run.reconstruct(x).numpy(), atol=1e-3)
+
+
+def test_compare_widget_draws_an_unrefined_clip_at_once_then_again_refined(refining, mid_cache):
+    view = CompareView(refining, mid_cache)
+    view.split.value = "train"
+    view.wait_for_refinement()
+    sel = view.selection()
+    assert "data-refined='1'" in view.readout.value  # the first clip, drawn again once refined
+    far = int(sel[-1])
+    assert len(sel) > CompareView.WINDOW and far not in view._recons  # beyond the first window
+    view.clip.value = len(sel) - 1  # a jump: drawn from the encoder's code, its window queued
+    x = mid_cache.mels[far].astype(np.float32)
+    plain = metrics(refining.reconstruct(x, refine=False).numpy(), x, refining.stats["std"])["l1_std"]
+    assert f"data-l1='{plain:.4f}' data-refined='0'" in view.readout.value and "refining" in view.readout.value
+    assert view.recon_audio.value == b"" and view.oracle_audio.value[:4] == b"RIFF"
+    view.wait_for_refinement()  # the worker refines the window, then draws the clip again
+    refined = metrics(view.reconstruction(far), x, refining.stats["std"])["l1_std"]
+    assert f"data-l1='{refined:.4f}' data-refined='1'" in view.readout.value and refined < plain
+    assert view.recon_audio.value[:4] == b"RIFF"
+    view.clip.value = 0  # already refined: drawn refined at once
+    assert "data-refined='1'" in view.readout.value
 
 
 def test_panels_png_maps_db_to_the_colour_scale_with_low_bins_at_the_bottom():
