@@ -178,20 +178,27 @@ class CompareView:
                     shown = self._drawing(i, plain, refined=False)
                 finally:
                     drawn.set()  # now the refinement may take the cores
-                future.add_done_callback(lambda _: self._redraw(i))  # at once, here, if it is already done
+                future.add_done_callback(lambda f: self._redraw(i, f))  # at once, here, if it is already done
             if self.background:
                 self._refine_ahead()
             return shown
 
-    def _redraw(self, i: int) -> None:
-        """Clip i's window is refined: draw it again if it is still the one shown. Skipped if an update is
-        drawing: that update draws the clip now chosen, with what is refined by then."""
-        if self._lock.acquire(blocking=False):
-            try:
-                if len(self.selection()) and self.current() == i and i in self._recons:
-                    self._drawing(i, self._recons[i])
-            finally:
-                self._lock.release()
+    def _redraw(self, i: int, refinement: Future) -> None:
+        """Clip i's window is refined: draw it again if it is still the one shown, or say why it failed.
+        Skipped if an update is drawing: that update draws the clip now chosen, with what is refined by then."""
+        if refinement.cancelled() or not self._lock.acquire(blocking=False):
+            return
+        try:
+            if not len(self.selection()) or self.current() != i:
+                return
+            if refinement.exception() is not None:
+                exc, name = refinement.exception(), self.cache.names[i]
+                self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-refined='0'>refining "
+                                      f"clip <b>{name}</b> failed: {type(exc).__name__}: {exc}</span>")
+            elif i in self._recons:
+                self._drawing(i, self._recons[i])
+        finally:
+            self._lock.release()
 
     def _drawing(self, i: int, recon: np.ndarray, refined: bool = True) -> dict:
         self._drawn = float("inf")  # the worker does not start rendering ahead meanwhile

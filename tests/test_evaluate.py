@@ -262,6 +262,21 @@ def test_compare_widget_draws_an_unrefined_clip_at_once_then_again_refined(refin
     assert "data-refined='1'" in view.readout.value
 
 
+def test_compare_widget_says_when_refining_in_the_background_fails(refining, mid_cache, monkeypatch):
+    reconstruct = refining.reconstruct
+
+    def broken(x, refine=True):
+        if refine:
+            raise RuntimeError("out of memory")
+        return reconstruct(x, refine)
+
+    monkeypatch.setattr(refining, "reconstruct", broken)
+    view = CompareView(refining, mid_cache)
+    assert "data-refined='0'" in view.readout.value  # drawn from the encoder's code
+    view.wait_for_refinement()
+    assert "failed: RuntimeError: out of memory" in view.readout.value
+
+
 def test_panels_png_maps_db_to_the_colour_scale_with_low_bins_at_the_bottom():
     import matplotlib.pyplot as plt
     from beetnet_utils.plots import panels_png
