@@ -94,6 +94,8 @@ def slider_updates(run_dir: Path, cache_dir: Path, moves: int = 40, pace: float 
             if widget in (compare.clip, compare.recording):
                 out["unrefined"] += not refined()
             while until_refined and not refined():  # the worker draws it again, refined
+                if time.perf_counter() - start > 120:
+                    raise SystemExit(f"no refined drawing 120 s after {v!r}: {compare.readout.value[:200]}")
                 time.sleep(0.005)
             if until_refined:
                 out["refined_ms"].append(1000 * (time.perf_counter() - start))
