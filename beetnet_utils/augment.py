@@ -3,13 +3,16 @@
 Clips are cut at arbitrary moments, so a model that has seen onsets a few frames earlier or
 later generalises better to recordings it never heard (measured: benchmarks/bench_quality.py).
 Another piano, microphone or room moves the level, the tuning of the partials against the mel
-bands, and the balance of low and high: `add_gain`, `shift_mel` and `tilt` make those moves on
-standardised spectrograms. `Augment` chains the ones a TrainConfig switches on, for training.
+bands, the balance of low and high, and the finer shape of the spectrum: `add_gain`, `shift_mel`,
+`tilt` and `equalise` make those moves on standardised spectrograms. `Augment` chains the ones a TrainConfig switches on, for training.
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
+EQ_ORDERS = 6  # `equalise`: how many cosines over the mel bands shape a random EQ
 
 def shift_time(x: torch.Tensor, k: int) -> torch.Tensor:
     """Spectrograms (…, n_mels, frames) moved k frames later (k < 0: earlier); the edge frame is repeated."""
@@ -40,6 +43,17 @@ def tilt(x: torch.Tensor, slope: torch.Tensor | float) -> torch.Tensor:
     highest, linearly, so the clip's mean level stays where it was."""
     ramp = torch.linspace(-0.5, 0.5, x.shape[-2], device=x.device, dtype=x.dtype).unsqueeze(-1)
     return x + slope * ramp
+
+
+def equalise(x: torch.Tensor, amounts: torch.Tensor) -> torch.Tensor:
+    """Another piano's or room's colour: a smooth EQ curve added to every frame. `amounts` (batch, orders),
+    standardised units, weigh the cosines cos(pi (b + 1/2) j / n_mels) over the bands b for j = 1..orders:
+    each moves the level from -amount to +amount across the bands, order 1 as a tilt does, higher orders
+    in finer waves. None has a mean, so the clip's level stays where it was."""
+    bands = torch.arange(x.shape[-2], device=x.device, dtype=x.dtype)
+    orders = torch.arange(1, amounts.shape[-1] + 1, device=x.device, dtype=x.dtype)
+    cosines = torch.cos(math.pi * (bands + 0.5) * orders[:, None] / x.shape[-2])  # (orders, n_mels)
+    return x + (amounts.to(x) @ cosines).unsqueeze(-1)
 
 
 class Seeded:
@@ -116,16 +130,32 @@ class Tilt(PerClipDb):
     move = staticmethod(tilt)
 
 
+class EQ(Seeded):
+    """A random smooth EQ per clip (see `equalise`): each of EQ_ORDERS cosines uniform in ±max_db."""
+
+    def __init__(self, max_db: float, std: float, seed: int):
+        super().__init__(seed)
+        self.max_db, self.std = max_db, std
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.max_db:
+            return x
+        amounts = (torch.rand(len(x), EQ_ORDERS, generator=self.generator) * 2 - 1) * self.max_db / self.std
+        return equalise(x, amounts)
+
+
 class Augment:
-    """The moves a TrainConfig switches on, applied in turn to each batch: time, mel band, gain, tilt.
+    """The moves a TrainConfig switches on, applied in turn to each batch: time, mel band, gain, tilt, EQ.
 
     Each source draws from its own generator (seeded from `seed`), so switching one on or off leaves
     the others' draws as they were, and `state_dict` holds them all for a checkpoint.
     """
 
-    def __init__(self, shift_frames: int, shift_mels: int, gain_db: float, tilt_db: float, std: float, seed: int):
+    def __init__(self, shift_frames: int, shift_mels: int, gain_db: float, tilt_db: float, std: float, seed: int,
+                 eq_db: float = 0.0):
         self.sources = {"time": TimeShift(shift_frames, seed), "mel": MelShift(shift_mels, seed + 1),
-                        "gain": Gain(gain_db, std, seed + 2), "tilt": Tilt(tilt_db, std, seed + 3)}
+                        "gain": Gain(gain_db, std, seed + 2), "tilt": Tilt(tilt_db, std, seed + 3),
+                        "eq": EQ(eq_db, std, seed + 4)}
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         for source in self.sources.values():

@@ -4,7 +4,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from beetnet_utils.augment import Augment, Gain, MelShift, TimeShift, Tilt, add_gain, shift_mel, tilt
+from beetnet_utils.augment import (EQ, EQ_ORDERS, Augment, Gain, MelShift, TimeShift, Tilt, add_gain, equalise,
+                                   shift_mel, tilt)
 
 STD = 14.0  # a dB std like the piano set's
 
@@ -41,11 +42,27 @@ def test_tilt_runs_from_minus_half_to_plus_half_and_keeps_the_mean_level():
     assert torch.equal(tilt(x, 0.0), x)
 
 
+def test_equalise_adds_the_same_smooth_curve_to_every_frame_and_keeps_the_mean_level():
+    x = batch()
+    amounts = torch.zeros(5, EQ_ORDERS)
+    amounts[0, 0], amounts[1, 2], amounts[2] = 1.0, -0.5, torch.linspace(-1, 1, EQ_ORDERS)
+    d = equalise(x, amounts) - x
+    assert torch.allclose(d[:, :, 0], d[:, :, 40])  # the same in every frame
+    assert torch.allclose(d.mean(dim=(1, 2)), torch.zeros(5), atol=1e-6)  # no cosine of order >= 1 has a mean
+    bands = torch.arange(96.0)
+    assert torch.allclose(d[0, :, 0], torch.cos(torch.pi * (bands + 0.5) / 96), atol=1e-6)  # order 1: low up, high down
+    assert torch.allclose(d[1, :, 0], -0.5 * torch.cos(3 * torch.pi * (bands + 0.5) / 96), atol=1e-6)
+    assert torch.equal(d[3], torch.zeros(96, 63))  # no amounts, no change
+    curve = d[2, :, 0]
+    assert curve.diff().abs().max() < 0.1 * (curve.max() - curve.min())  # a smooth curve: small steps between bands
+
+
 MAKERS = {
     "time": lambda seed, m=6: TimeShift(m, seed),
     "mel": lambda seed, m=3: MelShift(m, seed),
     "gain": lambda seed, m=6.0: Gain(m, STD, seed),
     "tilt": lambda seed, m=6.0: Tilt(m, STD, seed),
+    "eq": lambda seed, m=2.0: EQ(m, STD, seed),
 }
 
 
@@ -91,16 +108,27 @@ def test_per_clip_amounts_stay_within_the_limit_and_differ_between_clips(kind):
     assert len(torch.unique(amount)) == 200
 
 
+def test_eq_weighs_each_cosine_within_the_limit_and_differently_for_each_clip():
+    x = torch.zeros(200, 96, 63)
+    curves = EQ(2.0, STD, seed=0)(x)[:, :, 0]  # (clips, bands)
+    bands = torch.arange(96.0)
+    cosines = torch.stack([torch.cos(torch.pi * (bands + 0.5) * j / 96) for j in range(1, EQ_ORDERS + 1)])
+    amounts = curves @ cosines.T / (cosines ** 2).sum(1)  # the cosines are orthogonal: read each weight back
+    torch.testing.assert_close(amounts @ cosines, curves, atol=1e-5, rtol=0)  # nothing but those cosines
+    assert amounts.abs().max() <= 2.0 / STD + 1e-5 and amounts.abs().max() > 0.8 * 2.0 / STD
+    assert len(torch.unique(amounts[:, 0])) == 200
+
+
 def test_augment_chains_only_the_moves_switched_on_each_from_its_own_generator():
     off = Augment(0, 0, 0.0, 0.0, STD, seed=5)
     x = batch()
     assert off(x) is x
     time_only, plain = Augment(6, 0, 0.0, 0.0, STD, seed=5), TimeShift(6, 5)
     assert all(torch.equal(time_only(batch(i)), plain(batch(i))) for i in range(4))  # a preset keeps its draws
-    every, again = Augment(6, 3, 6.0, 6.0, STD, seed=5), Augment(6, 3, 6.0, 6.0, STD, seed=5)
+    every, again = Augment(6, 3, 6.0, 6.0, STD, seed=5, eq_db=2.0), Augment(6, 3, 6.0, 6.0, STD, seed=5, eq_db=2.0)
     y = every(batch())
     assert y.shape == x.shape and not torch.equal(y, TimeShift(6, 5)(batch()))
     saved = {k: v.clone() for k, v in every.state_dict().items()}
     first = every(batch(1))
     again.load_state_dict(saved)
-    assert set(saved) == {"time", "mel", "gain", "tilt"} and torch.equal(again(batch(1)), first)
+    assert set(saved) == {"time", "mel", "gain", "tilt", "eq"} and torch.equal(again(batch(1)), first)
