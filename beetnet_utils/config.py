@@ -70,7 +70,8 @@ class ModelConfig:
     """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional).
 
     `preset` picks the architecture: `original` is the specification; `best` adds a PCA-initialised
-    linear path beside a GRU correction (see model.py). `dropout` and `refine_steps` apply to `best`.
+    linear path beside a GRU correction; `local` reads the latent as a short sequence in time (see
+    model.py). `dropout` and `refine_steps` apply to `best` and `local`.
     """
 
     preset: str = "original"
@@ -84,7 +85,9 @@ class ModelConfig:
     refine_steps: int = 0  # encode time: steps of L1 descent on z through the frozen decoder
     refine_lr: float = 0.05
     pca_shifts: tuple[int, ...] = ()  # best: fit the initial PCA also on copies moved ±s frames in time
-    envelope_dims: int = 0  # best: start this many latent directions at the clip's smooth spectral envelope
+    envelope_dims: int = 0  # best, local: start this many latent directions at the clip's smooth spectral envelope
+    local_channels: int = 0  # local: numbers per step of the code along time (the rest of the latent / this = steps)
+    local_kernel: int = 24  # local: frames each step's pattern reaches
 
 
 @dataclass(frozen=True)
@@ -104,6 +107,7 @@ class TrainConfig:
     shift_mels: int = 0  # augmentation: ... and of mel bands in ±this (register)
     gain_db: float = 0.0  # augmentation: add to each clip a random gain in ±this many dB
     tilt_db: float = 0.0  # augmentation: tilt each clip's spectrum, lowest band to highest, by a random ±this dB
+    eq_db: float = 0.0  # augmentation: a random smooth EQ per clip, each of its EQ_ORDERS cosines over the bands ±this dB
     schedule: str = "constant"  # or "cosine": anneal over the epochs or the minutes, whichever ends first
     lr_floor: float = 0.02  # cosine: the learning rate ends at this fraction of its start
     flux_weight: float = 0.0  # sharper onsets: also match the output's frame-to-frame differences (L1), this much
@@ -114,9 +118,9 @@ class TrainConfig:
             raise ValueError(f"batch size and epochs must be at least 1 (got {self.batch_size} and {self.epochs})")
         if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
             raise ValueError(f"minutes must be a positive number of minutes (got {self.minutes})")
-        moves = (self.shift_frames, self.shift_mels, self.gain_db, self.tilt_db, self.flux_weight)
+        moves = (self.shift_frames, self.shift_mels, self.gain_db, self.tilt_db, self.eq_db, self.flux_weight)
         if not self.lr > 0 or not all(m >= 0 for m in moves):
-            raise ValueError(f"lr must be positive; shift_frames, shift_mels, gain_db, tilt_db and flux_weight "
+            raise ValueError(f"lr must be positive; shift_frames, shift_mels, gain_db, tilt_db, eq_db and flux_weight "
                              f"not negative (got {self.lr}, {', '.join(map(str, moves))})")
         if self.amp not in AMP_MODES or self.schedule not in SCHEDULES:
             raise ValueError(f"amp must be one of {', '.join(AMP_MODES)} and schedule one of {', '.join(SCHEDULES)} "
@@ -183,6 +187,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "best": _BEST,
     # best, trained also to move from frame to frame as much as the clip does: sharper onsets, a little more L1
     "sharp": {"model": _BEST["model"], "train": _BEST["train"] | {"flux_weight": 0.5}},
+    # the latent as 8 steps along the clip of 28 numbers, after 32 for the spectral envelope
+    "local": {"model": {"preset": "local", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30,
+                        "refine_lr": 0.1, "envelope_dims": 32, "local_channels": 28},
+              "train": {"weight_decay": 0.05, "schedule": "cosine", "clamp_loss": True, "shift_frames": 6,
+                        "gain_db": 3.0, "tilt_db": 6.0, "eq_db": 2.0}},
 }
 
 
@@ -190,8 +199,8 @@ DEFAULT_PRESET = "best"  # what the notebooks and the CLI train unless told othe
 
 
 def with_preset(cfg: Config, preset: str) -> Config:
-    """`cfg` with a model preset's settings: `original` (the specification), `best` (ours) or `sharp` (best
-    with sharper onsets)."""
+    """`cfg` with a model preset's settings: `original` (the specification), `best` (ours), `sharp` (best
+    with sharper onsets) or `local` (ours, the latent as a sequence in time)."""
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}: choose one of {', '.join(PRESETS)}")
     return cfg.replace(**PRESETS[preset])

@@ -98,7 +98,7 @@ def load(run_dir: Path, cfg: Config, cache: MelCache, x_train: torch.Tensor, pre
     torch.manual_seed(tc.seed)
     model = build_model(cfg).to(x_train.device)
     scaler = torch.amp.GradScaler(x_train.device.type, enabled=precision.enabled and precision.dtype == torch.float16)
-    augment = Augment(tc.shift_frames, tc.shift_mels, tc.gain_db, tc.tilt_db, cache.std, tc.seed)
+    augment = Augment(tc.shift_frames, tc.shift_mels, tc.gain_db, tc.tilt_db, cache.std, tc.seed, tc.eq_db)
     state = State(model, model.configure_optimizers(tc), scaler, augment)
     ckpt = load_checkpoint(run_dir, log=log)
     if ckpt is None:

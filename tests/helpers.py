@@ -31,3 +31,12 @@ def kaggle_port():
     with open(Path(tempfile.gettempdir()) / "beetnet-tests-port-7777.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         yield
+
+
+def smoke_preset(smoke, preset: str):
+    """A preset on the smoke profile. `local` reads its latent as 8 for the envelope and then 8 steps of
+    numbers; the smoke profile's latent has 32, so 8 + 8 steps of 3 (the full profile: 32 + 8 x 28)."""
+    from beetnet_utils.config import with_preset
+
+    cfg = with_preset(smoke, preset)
+    return cfg.replace(model={"envelope_dims": 8, "local_channels": 3}) if preset == "local" else cfg

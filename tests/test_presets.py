@@ -1,4 +1,4 @@
-"""The two model presets: `original` (the specification) and `best` (ours)."""
+"""The model presets: `original` (the specification), `best`, `sharp` and `local` (ours)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
@@ -8,10 +8,12 @@ import pytest
 import torch
 
 from beetnet_utils.config import PRESETS, with_preset
-from beetnet_utils.model import PCAGRUAutoencoder, build_model
+from beetnet_utils.config import get_config
+from beetnet_utils.model import LocalGRUAutoencoder, PCAGRUAutoencoder, build_model
 from beetnet_utils.pca import PCA, spectral_envelopes
 from beetnet_utils.run import load_run
 from beetnet_utils.train import train
+from helpers import smoke_preset
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -19,7 +21,7 @@ quiet = dict(progress=False, log=lambda m: None)
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_each_preset_builds_trains_and_round_trips(tmp_path, smoke, smoke_cache, preset):
     quick = {"refine_steps": 5} if preset != "original" else {}
-    cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model=quick)
+    cfg = smoke_preset(smoke, preset).replace(train={"epochs": 2}, model=quick)
     history = train(smoke_cache, tmp_path / preset, cfg, **quiet)
     assert len(history) == 2 and all(np.isfinite(h["val_l1"]) for h in history)
     run = load_run(tmp_path / preset)
@@ -56,15 +58,25 @@ def test_best_starts_exactly_at_pca(smoke_cache, smoke):
     np.testing.assert_allclose(out, pca.reconstruct(val.numpy()), atol=2e-4)  # the correction starts at zero
 
 
-def test_best_decoder_output_depends_only_on_z(smoke_cache, smoke):
+def encoder_matrix(model, shape) -> torch.Tensor:
+    """(inputs, latent): the encoder of `best` and `local` is affine, so its matrix is encode(e_i) - encode(0)."""
+    d = int(np.prod(shape))
+    with torch.no_grad():
+        zero = model.encode(torch.zeros(1, *shape))
+        rows = [model.encode(torch.eye(d)[i:i + 512].view(-1, *shape)) - zero for i in range(0, d, 512)]
+    return torch.cat(rows).double()
+
+
+@pytest.mark.parametrize("preset", ["best", "local"])
+def test_decoder_output_depends_only_on_z(smoke_cache, smoke, preset):
     """Move the input along a direction the encoder cannot see: z, and so the output, must not move."""
-    model = build_model(with_preset(smoke, "best")).eval()
+    model = build_model(smoke_preset(smoke, preset)).eval()
     model.init_from_data(smoke_cache.standardised("train"))
     torch.nn.init.normal_(model.out.weight, std=0.1)  # a trained-looking, non-zero correction
     x = smoke_cache.standardised("test")[:3]
-    w = model.encoder.weight.detach().double()
+    w = encoder_matrix(model, x.shape[1:])
     v = torch.randn(x[0].numel(), dtype=torch.float64)
-    v -= w.T @ torch.linalg.lstsq(w.T, v.unsqueeze(1)).solution.squeeze(1)  # into the encoder's null space
+    v -= w @ torch.linalg.lstsq(w, v.unsqueeze(1)).solution.squeeze(1)  # into the encoder's null space
     moved = x + (3.0 * v / v.norm()).float().view_as(x[0])
     with torch.no_grad():
         torch.testing.assert_close(model.encode(moved), model.encode(x), atol=1e-4, rtol=0)
@@ -74,8 +86,9 @@ def test_best_decoder_output_depends_only_on_z(smoke_cache, smoke):
         torch.testing.assert_close(model(x), model.decode(z))  # forward is decode(encode(x)), nothing else
 
 
-def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache):
-    cfg = with_preset(smoke, "best").replace(train={"epochs": 2}, model={"refine_steps": 30})
+@pytest.mark.parametrize("preset", ["best", "local"])
+def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache, preset):
+    cfg = smoke_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 30})
     train(smoke_cache, tmp_path / "run", cfg, **quiet)
     run = load_run(tmp_path / "run")
     mel = smoke_cache.db("test")
@@ -91,12 +104,37 @@ def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache):
     np.testing.assert_allclose(both[0], run.reconstruct(mel).numpy(), atol=1e-5)
 
 
-def test_best_architecture_has_a_gru_at_its_heart():
-    from beetnet_utils import get_config
-
-    model = build_model(with_preset(get_config("full"), "best"))
-    assert isinstance(model, PCAGRUAutoencoder) and isinstance(model.gru, torch.nn.GRU)
+@pytest.mark.parametrize("preset,kind", [("best", PCAGRUAutoencoder), ("local", LocalGRUAutoencoder)])
+def test_our_architectures_have_a_gru_at_their_heart_and_one_256_number_code(preset, kind):
+    model = build_model(with_preset(get_config("full"), preset))
+    assert isinstance(model, kind) and isinstance(model.gru, torch.nn.GRU)
     assert model.encode(torch.zeros(2, 96, 63)).shape == (2, 256)
+
+
+def test_local_puts_the_same_pattern_wherever_its_step_falls():
+    """The linear part of `local` is shared along the code's steps: one step later, the same pattern 8 frames later."""
+    cfg = with_preset(get_config("full"), "local")
+    model = build_model(cfg).eval()
+    assert model.steps == 8 and not model.out.weight.any()  # a new model: the GRU's correction starts at zero
+    start = cfg.model.envelope_dims + 5 * model.steps  # channel 5 of the local code
+
+    def pattern(step: int) -> torch.Tensor:
+        z = torch.zeros(1, 256)
+        z[0, start + step] = 1.0
+        with torch.no_grad():
+            return (model.decode(z) - model.decode(torch.zeros(1, 256)))[0]
+
+    third, fourth = pattern(3), pattern(4)
+    assert third.abs().max() > 0.01
+    torch.testing.assert_close(fourth[:, 8:], third[:, :-8], atol=1e-6, rtol=0)
+    assert not third[:, 45:].any() and not fourth[:, :16].any()  # each reaches 24 frames around its step
+
+
+def test_local_refuses_a_latent_its_steps_cannot_share():
+    with pytest.raises(ValueError, match=r"envelope_dims \(224\) must be a positive multiple of local_channels \(30\)"):
+        build_model(with_preset(get_config("full"), "local").replace(model={"local_channels": 30}))
+    with pytest.raises(ValueError, match=r"\(0\) must be a positive multiple"):  # smoke's 32 numbers: all envelope
+        build_model(with_preset(get_config("smoke"), "local"))
 
 
 def test_time_shifted_pca_routes_agree_and_shift_time_moves_frames():

@@ -15,6 +15,7 @@ from beetnet_utils import BeetNetError, get_config, with_preset
 from beetnet_utils.model import build_model, count_parameters
 from beetnet_utils.run import load_checkpoint, load_run
 from beetnet_utils.train import objective, train
+from helpers import smoke_preset
 
 ROOT = Path(__file__).parents[1]
 quiet = dict(progress=False, log=lambda m: None)
@@ -86,13 +87,13 @@ def assert_same_weights(a: Path, b: Path) -> None:
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
-EVERY_MOVE = {"shift_mels": 2, "gain_db": 3.0, "tilt_db": 3.0, "flux_weight": 0.5}
+EVERY_MOVE = {"shift_mels": 2, "gain_db": 3.0, "tilt_db": 3.0, "eq_db": 2.0, "flux_weight": 0.5}
 
 
-@pytest.mark.parametrize("preset,moves", [("original", {}), ("best", {}), ("best", EVERY_MOVE)],
-                         ids=["original", "best", "best-every-move"])  # dropout and random moves, all resumed
+@pytest.mark.parametrize("preset,moves", [("original", {}), ("best", {}), ("best", EVERY_MOVE), ("local", {})],
+                         ids=["original", "best", "best-every-move", "local"])  # dropout and random moves, all resumed
 def test_resume_is_exactly_equivalent_to_training_straight_through(tmp_path, smoke, smoke_cache, preset, moves):
-    cfg = with_preset(smoke, preset).replace(model={"refine_steps": 0}, train=moves)
+    cfg = smoke_preset(smoke, preset).replace(model={"refine_steps": 0}, train=moves)
     two = cfg.replace(train={"epochs": 2})
     straight = train(smoke_cache, tmp_path / "a", two, **quiet)
     train(smoke_cache, tmp_path / "b", cfg.replace(train={"epochs": 1}), **quiet)
