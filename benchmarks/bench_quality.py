@@ -1,21 +1,24 @@
-"""Model quality on realistic piano audio: `original` and `best` under the same time budget, beside baselines.
+"""Model quality on realistic piano audio: the presets under the same time budget, beside baselines.
 
 Data: the set that benchmarks/render_piano_set.py renders (public-domain scores, FluidR3 GM piano,
 45 recordings, 5,044 clips), split by recording with the project's own split; and the same scores
 rendered with a soundfont the models never heard (TimGM6mb), scored on the test recordings.
 
 Prints one table, like for like: baselines (global mean, clip's own mean spectrum, PCA-256, and
-PCA-256 + refine: PCA's codes fitted by the same encode-time refinement as `best`) and the presets
-(`best` also without its refinement), on validation and test recordings and under the unseen
-soundfont, in standardised L1 and dB, with training time and samples per second; then `best`'s
-encode time per clip on the CPU and the goals of issue #14. `--ablation [ROUTE ...]` also trains `best`
-with each route of ABLATIONS (or those named) switched off, one at a time, and prints a second table;
-`--ablation-minutes M` gives those rows a budget of their own, with `best` retrained at M beside them
-(and the main table then trains only the --presets named).
+PCA-256 + refine: PCA's codes fitted by the same encode-time refinement as ours) and the presets
+(ours also without their refinement), on validation and test recordings and under the unseen
+soundfont, in standardised L1 and dB, with training time and samples per second; then the encode time
+per clip on the CPU of `--subject` (default `local`, the preset issue #14 is about) and its goals.
+`--ablation [ROUTE ...]` also trains the subject with each route of ABLATIONS (or those named)
+switched off, one at a time, and prints a second table; `--ablation-minutes M` gives those rows a
+budget of their own, with the subject retrained at M beside them (and the main table then trains
+only the --presets named, none with `--presets` alone).
 
 Usage (render the sets first, see render_piano_set.py):
   python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
-      --unseen-clips /work/bench/pianoset-timgm/clips --minutes 12 [--ablation] [--figure docs/quality_loss.png]
+      --unseen-clips /work/bench/pianoset-timgm/clips --minutes 12 [--figure docs/quality_loss.png]
+  python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
+      --unseen-clips /work/bench/pianoset-timgm/clips --presets --ablation --ablation-minutes 4
 A quick end-to-end check (about a minute; the numbers mean nothing):
   python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
       --unseen-clips /work/bench/pianoset-timgm/clips --minutes 0.2 --max-recordings 12 --ablation
@@ -36,12 +39,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from beetnet_utils import build_cache, get_config, list_clips, load_run, train  # noqa: E402
-from beetnet_utils.config import with_preset  # noqa: E402
+from beetnet_utils.config import PRESETS, with_preset  # noqa: E402
 from beetnet_utils.data import parse_clip_name  # noqa: E402
 from beetnet_utils.evaluate import Baselines, reconstruct_all, refined_pca, score  # noqa: E402
 
-# `best` with one route switched off: name -> the config sections it changes
+# the subject with one route switched off: name -> the config sections it changes. `local`'s routes;
+# `best`'s (--subject best) are in BEST_ABLATIONS, measured in earlier rounds.
 ABLATIONS = {
+    "no_envelope": {"model": {"envelope_dims": 0, "local_channels": 32}},  # all 256 numbers local: 8 steps of 32
+    "no_eq": {"train": {"eq_db": 0.0}},
+    "no_gain_tilt": {"train": {"gain_db": 0.0, "tilt_db": 0.0}},
+    "no_time_shift": {"train": {"shift_frames": 0}},
+    "no_refine": {"model": {"refine_steps": 0}},
+}
+BEST_ABLATIONS = {
     "no_envelope": {"model": {"envelope_dims": 0}},
     "no_gain_tilt": {"train": {"gain_db": 0.0, "tilt_db": 0.0}},
     "no_time_shift": {"train": {"shift_frames": 0}},
@@ -51,7 +62,10 @@ ABLATIONS = {
     "no_clamp_loss": {"train": {"clamp_loss": False}},
 }
 ENCODE_TIME = {"refine_steps", "refine_lr"}  # model settings training never reads
-BEST_PLAIN = "best (no refine)"
+
+
+def plain(name: str) -> str:
+    return f"{name} (no refine)"
 
 
 def encode_time_only(changes: dict) -> bool:
@@ -70,7 +84,7 @@ def link_recordings(clips: Path, recordings: list[str], dest: Path) -> Path:
 
 
 def encode_ms_per_clip(run_dir: Path, x: np.ndarray, refine: bool, batch: int = 256) -> float:
-    """Wall time of `best`'s encoder per clip on the CPU, in batches of `batch`, with or without refinement."""
+    """Wall time of a run's encoder per clip on the CPU, in batches of `batch`, with or without refinement."""
     run = load_run(run_dir, device="cpu")
     run.encode(x[:8], refine)  # warm-up
     t0 = time.perf_counter()
@@ -94,9 +108,12 @@ def main() -> None:
     ap.add_argument("--clips", type=Path, required=True, help="the rendered set's clips/ folder")
     ap.add_argument("--unseen-clips", type=Path, help="the same scores, another soundfont")
     ap.add_argument("--minutes", type=float, default=12.0, help="training budget per preset (and per ablation)")
-    ap.add_argument("--presets", nargs="+", default=["original", "best"])
-    ap.add_argument("--ablation", nargs="*", choices=list(ABLATIONS), metavar="ROUTE",
-                    help=f"also train best with each route off, one at a time: {', '.join(ABLATIONS)} (all when none is named)")
+    ap.add_argument("--presets", nargs="*", default=["best", "local"])
+    ap.add_argument("--subject", choices=["best", "local"], default="local",
+                    help="the preset the encode time, the goals and the ablation are about")
+    ap.add_argument("--ablation", nargs="*", choices=sorted({*ABLATIONS, *BEST_ABLATIONS}), metavar="ROUTE",
+                    help=f"also train the subject with each route off, one at a time: {', '.join(ABLATIONS)} "
+                         f"(local's; best's: {', '.join(BEST_ABLATIONS)}; all when none is named)")
     ap.add_argument("--ablation-minutes", type=float, help="budget of each ablation row (default --minutes)")
     ap.add_argument("--max-recordings", type=int, help="only the first N recordings (a quick check)")
     ap.add_argument("--encode-clips", type=int, default=512, help="test clips timed for the encode time")
@@ -106,11 +123,13 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
     quiet = lambda m: None  # noqa: E731
-    ablation = None if args.ablation is None else (args.ablation or list(ABLATIONS))
+    subject = args.subject
+    routes = ABLATIONS if subject == "local" else BEST_ABLATIONS
+    ablation = None if args.ablation is None else (args.ablation or list(routes))
     ablation_minutes = args.ablation_minutes or args.minutes
-    # The ablation rows are compared with `best` at their own budget: the main table's `best`, or one of their own.
-    best_is_reference = ablation is not None and ablation_minutes == args.minutes
-    presets = list(dict.fromkeys([*args.presets, *(["best"] if best_is_reference else [])]))
+    # The ablation rows are compared with the subject at their own budget: the main table's, or one of their own.
+    subject_is_reference = ablation is not None and ablation_minutes == args.minutes
+    presets = list(dict.fromkeys([*args.presets, *([subject] if subject_is_reference else [])]))
 
     clips, unseen_clips = args.clips, args.unseen_clips
     if args.max_recordings:
@@ -129,7 +148,7 @@ def main() -> None:
         keep = np.isin(other.recordings, list(test_recs))
         data["unseen soundfont"] = (other.mels[keep].astype(np.float32), other.recordings[keep])
 
-    f, best_model = cache.features, with_preset(cfg, "best").model
+    f, subject_model = cache.features, with_preset(cfg, subject).model
     pca = f"pca_{cfg.model.latent_dim}"
     pca_refined = f"{pca} + refine"
     baselines = Baselines.fit(cache.db("train"), cfg.model.latent_dim, (f.db_min, f.db_max))
@@ -137,7 +156,7 @@ def main() -> None:
     results: dict[str, dict] = {name: {} for name in data}
     for name, (x, recs) in data.items():
         preds = baselines.predict(x) | {pca_refined: refined_pca(baselines.pca, x, stats, f.db_range,
-                                                                 best_model.refine_steps, best_model.refine_lr)}
+                                                                 subject_model.refine_steps, subject_model.refine_lr)}
         results[name] |= score(preds, x, recs, cache.std)["models"]
 
     histories, timing = {}, {}
@@ -152,8 +171,8 @@ def main() -> None:
         t0 = time.perf_counter()
         for split, (x, recs) in data.items():
             preds = {name: reconstruct_all(run, x)}
-            if name == "best":
-                preds[BEST_PLAIN] = reconstruct_all(run, x, refine=False)
+            if run.config.model.refine_steps and name in PRESETS:
+                preds[plain(name)] = reconstruct_all(run, x, refine=False)
             results[split] |= score(preds, x, recs, run.stats["std"])["models"]
         timing[name]["eval_s"] = time.perf_counter() - t0
         print(f"{name}: {len(history)} epochs in {timing[name]['minutes']:.1f} min, "
@@ -161,19 +180,19 @@ def main() -> None:
 
     for preset in presets:
         train_and_score(preset, with_preset(cfg, preset), args.work / f"run_{preset}")
-    if "best" in timing:
+    if subject in timing:
         x_test = data["test"][0][:args.encode_clips]
-        timing["encode_ms"] = {key: encode_ms_per_clip(args.work / "run_best", x_test, refine)
+        timing["encode_ms"] = {key: encode_ms_per_clip(args.work / f"run_{subject}", x_test, refine)
                                for key, refine in (("refine", True), ("plain", False))}
-    ablated, reference = {}, "best"
+    ablated, reference = {}, subject
     if ablation is not None:
-        ablation_cfg = with_preset(cfg.replace(train={"minutes": ablation_minutes}), "best")
-        if not best_is_reference:
-            reference = f"best ({ablation_minutes:g} min)"
-            train_and_score(reference, ablation_cfg, args.work / "run_best_ablation")
-        reference_dir = args.work / ("run_best" if reference == "best" else "run_best_ablation")
+        ablation_cfg = with_preset(cfg.replace(train={"minutes": ablation_minutes}), subject)
+        if not subject_is_reference:
+            reference = f"{subject} ({ablation_minutes:g} min)"
+            train_and_score(reference, ablation_cfg, args.work / f"run_{subject}_ablation")
+        reference_dir = args.work / (f"run_{subject}" if reference == subject else f"run_{subject}_ablation")
         for name in ablation:
-            changes = ABLATIONS[name]
+            changes = routes[name]
             if encode_time_only(changes):  # the reference's weights, encoded with these settings
                 run = load_run(reference_dir, device=args.device)
                 run.config = run.config.replace(**changes)
@@ -193,7 +212,7 @@ def main() -> None:
     print("| model | " + " | ".join(f"{c} L1 (std) | {c} L1 dB" for c in cols) + " | train min | samples/s |")
     print("|---|" + "---:|" * (2 * len(cols) + 2))
     rows = ["global_mean", "clip_mean_spectrum", pca, pca_refined]
-    rows += [m for p in presets for m in ((BEST_PLAIN, p) if p == "best" else (p,))]
+    rows += [m for p in presets for m in ((plain(p), p) if plain(p) in results["test"] else (p,))]
     for m in rows:
         cells = [f"{results[c][m]['l1_std']:.4f} | {results[c][m]['l1_db']:.2f}" for c in cols]
         t = timing.get(m)
@@ -202,26 +221,33 @@ def main() -> None:
 
     if "encode_ms" in timing:
         e = timing["encode_ms"]
-        print(f"\nbest's encode time per clip on the CPU (batches of 256, {len(x_test)} test clips, "
+        print(f"\n{subject}'s encode time per clip on the CPU (batches of 256, {len(x_test)} test clips, "
               f"{torch.get_num_threads()} threads): {e['refine']:.2f} ms with refinement "
-              f"({best_model.refine_steps} steps), {e['plain']:.3f} ms without")
-    if "best" in results["test"]:
-        b, p, pr = (results["test"][m]["l1_std"] for m in ("best", pca, pca_refined))
-        print(f"\ngoal 1: best {change(b, p)} lower test L1 than PCA-256 (goal: at least 10%)")
-        print(f"goal 2: best {change(b, pr)} lower test L1 than PCA-256 + refine (goal: at least 6%)")
+              f"({subject_model.refine_steps} steps), {e['plain']:.3f} ms without")
+    if subject in results["test"]:
+        b, p, pr = (results["test"][m]["l1_std"] for m in (subject, pca, pca_refined))
+        print(f"\ngoal 1: {subject} {change(b, p)} lower test L1 than PCA-256 (goal: at least 10%)")
+        print(f"goal 2: {subject} {change(b, pr)} lower test L1 than PCA-256 + refine (goal: at least 6%)")
+        if plain(subject) in results["test"]:
+            bp = results["test"][plain(subject)]["l1_std"]
+            print(f"        {plain(subject)} {change(bp, p)} lower than PCA-256, "
+                  f"{change(bp, pr)} than PCA-256 + refine")
         if "unseen soundfont" in results:
             u = results["unseen soundfont"]
-            bu, pu, pru = (u[m]["l1_std"] for m in ("best", pca, pca_refined))
-            print(f"goal 3: under the unseen soundfont best {bu:.4f} vs PCA-256 {pu:.4f}: {change(bu, pu)} lower "
+            bu, pu, pru = (u[m]["l1_std"] for m in (subject, pca, pca_refined))
+            print(f"goal 3: under the unseen soundfont {subject} {bu:.4f} vs PCA-256 {pu:.4f}: {change(bu, pu)} lower "
                   f"(goal: at least 12%); vs PCA-256 + refine {pru:.4f}: {change(bu, pru)}")
-        if "original" in results["test"]:
-            print(f"best {change(b, results['test']['original']['l1_std'])} lower test L1 than original")
+        for other_preset in ("best", "original"):
+            if other_preset != subject and other_preset in results["test"]:
+                other_l1 = results["test"][other_preset]["l1_std"]
+                print(f"{subject} {change(b, other_l1)} lower test L1 than {other_preset}")
 
     if ablated:
         cols = [c for c in ("test", "unseen soundfont") if c in results]
-        print(f"\nAblation: best with one route off, each {timing[reference]['minutes']:.1f} min "
-              f"({', '.join('unseen recordings' if c == 'test' else c for c in cols)}; vs best: how much higher L1 is without the route)")
-        print("| model | changes | " + " | ".join(f"{c} L1 (std) | {c} L1 dB | vs best" for c in cols)
+        print(f"\nAblation: {subject} with one route off, each {timing[reference]['minutes']:.1f} min "
+              f"({', '.join('unseen recordings' if c == 'test' else c for c in cols)}; "
+              f"vs {subject}: how much higher L1 is without the route)")
+        print("| model | changes | " + " | ".join(f"{c} L1 (std) | {c} L1 dB | vs {subject}" for c in cols)
               + " | train min |")
         print("|---|---|" + "---:|" * (3 * len(cols) + 1))
         for m in [reference, *ablated]:
@@ -237,7 +263,8 @@ def main() -> None:
         from beetnet_utils.plots import loss_curves
 
         args.figure.parent.mkdir(parents=True, exist_ok=True)
-        loss_curves({p: histories[p] for p in presets}).savefig(args.figure, dpi=90, bbox_inches="tight")
+        curves = loss_curves({p: histories[p] for p in presets if p in histories})
+        curves.savefig(args.figure, dpi=90, bbox_inches="tight")
     (args.work / "results.json").write_text(json.dumps({"results": results, "timing": timing,
                                                         "ablations": ablated}, indent=2, default=list))
     print(f"total {(time.perf_counter() - started) / 60:.1f} min; results in {args.work / 'results.json'}")
