@@ -115,7 +115,11 @@ class PerClipDb(Seeded):
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         if not self.max_db:
             return x
-        return self.move(x, self.uniform(len(x), self.max_db / self.std).to(x.device, x.dtype))
+        return self.move(x, self.draw(len(x)).to(x.device, x.dtype))
+
+    def draw(self, n: int) -> torch.Tensor:
+        """One amount per clip, shaped (n, 1, 1) to broadcast over a batch."""
+        return self.uniform(n, self.max_db / self.std)
 
 
 class Gain(PerClipDb):
@@ -130,18 +134,13 @@ class Tilt(PerClipDb):
     move = staticmethod(tilt)
 
 
-class EQ(Seeded):
+class EQ(PerClipDb):
     """A random smooth EQ per clip (see `equalise`): each of EQ_ORDERS cosines uniform in ±max_db."""
 
-    def __init__(self, max_db: float, std: float, seed: int):
-        super().__init__(seed)
-        self.max_db, self.std = max_db, std
+    move = staticmethod(equalise)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.max_db:
-            return x
-        amounts = (torch.rand(len(x), EQ_ORDERS, generator=self.generator) * 2 - 1) * self.max_db / self.std
-        return equalise(x, amounts)
+    def draw(self, n: int) -> torch.Tensor:
+        return (torch.rand(n, EQ_ORDERS, generator=self.generator) * 2 - 1) * self.max_db / self.std
 
 
 class Augment:

@@ -66,6 +66,16 @@ class GRUAutoencoder(Autoencoder):
         return self.out(y).transpose(1, 2)
 
 
+def gru_correction(cfg: ModelConfig, n_mels: int) -> tuple[nn.GRU, nn.Dropout, nn.Linear]:
+    """Where `best` and `local` end: a GRU over the frames, dropout, and an output layer that starts at
+    zero, so a new model's correction adds nothing and training lets it add only what helps."""
+    gru = nn.GRU(cfg.dec_hidden, cfg.dec_hidden, cfg.dec_layers, batch_first=True,
+                 dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
+    out = nn.Linear(cfg.dec_hidden, n_mels)
+    nn.init.zeros_(out.weight)
+    nn.init.zeros_(out.bias)
+    return gru, nn.Dropout(cfg.dropout), out
+
 class PCAGRUAutoencoder(Autoencoder):
     """`best`: a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
 
@@ -86,12 +96,7 @@ class PCAGRUAutoencoder(Autoencoder):
         self.linear_decoder = nn.Linear(cfg.latent_dim, d)  # PCA reconstruction at init
         self.expand = nn.Linear(cfg.latent_dim, cfg.dec_hidden)
         self.position = nn.Parameter(0.02 * torch.randn(n_frames, cfg.dec_hidden))
-        self.gru = nn.GRU(cfg.dec_hidden, cfg.dec_hidden, cfg.dec_layers, batch_first=True,
-                          dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.dec_hidden, n_mels)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.gru, self.drop, self.out = gru_correction(cfg, n_mels)
 
     @torch.no_grad()
     def init_from_data(self, x_train: torch.Tensor) -> None:
@@ -180,12 +185,7 @@ class LocalGRUAutoencoder(Autoencoder):
         self.linear_decoder = nn.ConvTranspose1d(cfg.local_channels, n_mels, kernel, stride=stride)
         self.spread = nn.ConvTranspose1d(cfg.local_channels, cfg.dec_hidden, kernel, stride=stride)
         self.envelope_hidden = nn.Linear(cfg.envelope_dims, cfg.dec_hidden)
-        self.gru = nn.GRU(cfg.dec_hidden, cfg.dec_hidden, cfg.dec_layers, batch_first=True,
-                          dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
-        self.drop = nn.Dropout(cfg.dropout)
-        self.out = nn.Linear(cfg.dec_hidden, n_mels)
-        nn.init.zeros_(self.out.weight)
-        nn.init.zeros_(self.out.bias)
+        self.gru, self.drop, self.out = gru_correction(cfg, n_mels)
 
     def correction_parameters(self) -> list[nn.Parameter]:
         return [*self.spread.parameters(), *self.envelope_hidden.parameters(), *self.gru.parameters(),
