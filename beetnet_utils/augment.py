@@ -4,7 +4,8 @@ Clips are cut at arbitrary moments, so a model that has seen onsets a few frames
 later generalises better to recordings it never heard (measured: benchmarks/bench_quality.py).
 Another piano, microphone or room moves the level, the tuning of the partials against the mel
 bands, the balance of low and high, and the finer shape of the spectrum: `add_gain`, `shift_mel`,
-`tilt` and `equalise` make those moves on standardised spectrograms. `Augment` chains the ones a TrainConfig switches on, for training.
+`tilt` and `equalise` make those moves on standardised spectrograms. `Augment` chains the ones a
+TrainConfig switches on, for training.
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import math
 import torch
 
 EQ_ORDERS = 6  # `equalise`: how many cosines over the mel bands shape a random EQ
+
 
 def shift_time(x: torch.Tensor, k: int) -> torch.Tensor:
     """Spectrograms (…, n_mels, frames) moved k frames later (k < 0: earlier); the edge frame is repeated."""
