@@ -126,6 +126,8 @@ def main() -> None:
     subject = args.subject
     routes = ABLATIONS if subject == "local" else BEST_ABLATIONS
     ablation = None if args.ablation is None else (args.ablation or list(routes))
+    if ablation and set(ablation) - set(routes):
+        ap.error(f"{subject}'s routes are {', '.join(routes)} (not {', '.join(sorted(set(ablation) - set(routes)))})")
     ablation_minutes = args.ablation_minutes or args.minutes
     # The ablation rows are compared with the subject at their own budget: the main table's, or one of their own.
     subject_is_reference = ablation is not None and ablation_minutes == args.minutes
