@@ -33,7 +33,8 @@ def _cache(args: argparse.Namespace) -> None:
 def _train(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, cache=args.cache)
     history = session.train(args.preset, args.run, device=args.device, epochs=args.epochs,
-                            batch_size=args.batch_size, minutes=args.minutes, amp=args.amp)
+                            batch_size=args.batch_size, minutes=args.minutes, budget_minutes=args.budget_minutes,
+                            amp=args.amp)
     if history:
         best = min(history, key=lambda h: h["val_l1"])
         print(f"best val L1 {best['val_l1']:.4f} ({best['val_l1_db']:.2f} dB) at epoch {best['epoch']}; "
@@ -83,7 +84,10 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--device", choices=DEVICES, help="default: CUDA when present")
-    t.add_argument("--minutes", type=float, help="stop cleanly after the epoch that crosses this budget")
+    t.add_argument("--minutes", type=float, help="this session's budget: stop cleanly after the epoch that crosses it; "
+                   "run again to continue, on the same learning-rate schedule as a run that never stopped")
+    t.add_argument("--budget-minutes", type=float, help="the whole run's budget over every session: the schedule "
+                   "anneals over it and the run ends when it is spent (fixed when the run starts)")
     t.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: on CUDA only)")
 
     e = add("evaluate", "Score a run and the baselines on held-out recordings (or another clip folder).", _evaluate)

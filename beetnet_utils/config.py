@@ -99,7 +99,8 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 0
     amp: str = "auto"  # one of AMP_MODES. auto: float16 autocast + GradScaler on CUDA only; on: also bfloat16 on the CPU
-    minutes: float | None = None  # stop cleanly after the epoch that crosses this budget
+    minutes: float | None = None  # this session's budget: stop cleanly after the epoch that crosses it; resume later
+    budget_minutes: float | None = None  # the whole run's budget, summed over sessions: the cosine anneals over it
     weight_decay: float = 0.0  # AdamW decay on the non-linear correction (best)
     linear_lr_scale: float = 1.0  # best: the PCA-initialised linear path learns this much slower
     clamp_loss: bool = False  # best: score the output clamped to the dB range, as the metric does
@@ -108,7 +109,7 @@ class TrainConfig:
     gain_db: float = 0.0  # augmentation: add to each clip a random gain in ±this many dB
     tilt_db: float = 0.0  # augmentation: tilt each clip's spectrum, lowest band to highest, by a random ±this dB
     eq_db: float = 0.0  # augmentation: a random smooth EQ per clip, each of its EQ_ORDERS cosines over the bands ±this dB
-    schedule: str = "constant"  # or "cosine": anneal over the epochs or the minutes, whichever ends first
+    schedule: str = "constant"  # or "cosine": anneal over the epochs (or budget_minutes, whichever ends first)
     lr_floor: float = 0.02  # cosine: the learning rate ends at this fraction of its start
     flux_weight: float = 0.0  # sharper onsets: also match the output's frame-to-frame differences (L1), this much
 
@@ -116,8 +117,10 @@ class TrainConfig:
         """Refuse settings that would train nothing or forever, with a message that names the option."""
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch size and epochs must be at least 1 (got {self.batch_size} and {self.epochs})")
-        if self.minutes is not None and not (self.minutes > 0 and math.isfinite(self.minutes)):
-            raise ValueError(f"minutes must be a positive number of minutes (got {self.minutes})")
+        for name in ("minutes", "budget_minutes"):
+            value = getattr(self, name)
+            if value is not None and not (value > 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a positive number of minutes (got {value})")
         moves = (self.shift_frames, self.shift_mels, self.gain_db, self.tilt_db, self.eq_db, self.flux_weight)
         if not self.lr > 0 or not all(m >= 0 for m in moves):
             raise ValueError(f"lr must be positive; shift_frames, shift_mels, gain_db, tilt_db, eq_db and flux_weight "

@@ -92,11 +92,18 @@ def identity(cfg: Config, cache: MelCache) -> dict:
             "stats": {"mean": cache.mean, "std": cache.std}}
 
 
-def load(run_dir: Path, cfg: Config, cache: MelCache, x_train: torch.Tensor, precision: Precision, log: Log) -> State:
+def new_model(cfg: Config) -> Autoencoder:
+    """The model `cfg` describes, with its seeded initial weights. Built before anything is written, so a
+    config that cannot be built (a layout the latent does not fit) is refused before the run folder is made."""
+    torch.manual_seed(cfg.train.seed)
+    return build_model(cfg)
+
+
+def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_train: torch.Tensor,
+         precision: Precision, log: Log) -> State:
     """A new state (the model initialised from the train split when it wants to be), or the saved one."""
     tc = cfg.train
-    torch.manual_seed(tc.seed)
-    model = build_model(cfg).to(x_train.device)
+    model = model.to(x_train.device)
     scaler = torch.amp.GradScaler(x_train.device.type, enabled=precision.enabled and precision.dtype == torch.float16)
     augment = Augment(tc.shift_frames, tc.shift_mels, tc.gain_db, tc.tilt_db, cache.std, tc.seed, tc.eq_db)
     state = State(model, model.configure_optimizers(tc), scaler, augment)
@@ -119,17 +126,31 @@ def load(run_dir: Path, cfg: Config, cache: MelCache, x_train: torch.Tensor, pre
 
 
 def set_learning_rate(opt: torch.optim.Optimizer, tc: TrainConfig, epoch: int, trained_seconds: float) -> None:
-    """Constant, or cosine from each group's `base_lr` down to `lr_floor` of it, over the epochs or the
-    time budget, whichever is further along. Time counts every session so far, so a resumed run picks
-    up the schedule where it stopped (the budget's stop rule, by contrast, is per session)."""
+    """Constant, or cosine from each group's `base_lr` down to `lr_floor` of it over the run's epochs.
+
+    The schedule depends on the epoch alone, so a run stopped by a session's `minutes` and resumed
+    follows the same learning rates as a run that never stopped (bit for bit on the CPU). With a
+    whole-run `budget_minutes`, it also anneals over the training time of every session so far
+    (`trained_seconds`), whichever is further along: fixed when the run starts, since the budget is
+    part of the run's settings, but timed, so not bit-exact across machines.
+    """
     if tc.schedule == "constant":
         return
     progress = (epoch - 1) / tc.epochs
-    if tc.minutes:
-        progress = max(progress, trained_seconds / (tc.minutes * 60))
+    if tc.budget_minutes:
+        progress = max(progress, trained_seconds / (tc.budget_minutes * 60))
     cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
     for group in opt.param_groups:
         group["lr"] = group.get("base_lr", tc.lr) * (tc.lr_floor + (1 - tc.lr_floor) * cosine)
+
+
+def out_of_time(tc: TrainConfig, done: int, session_seconds: float, trained_seconds: float) -> str | None:
+    """Why training stops after epoch `done`, before its last one, if it does: the run's budget or this session's."""
+    if tc.budget_minutes is not None and trained_seconds > tc.budget_minutes * 60:
+        return f"the run's time budget of {tc.budget_minutes:g} min spent after epoch {done}: the run is complete"
+    if tc.minutes is not None and session_seconds > tc.minutes * 60:
+        return f"time budget of {tc.minutes:g} min reached after epoch {done}: stopping; run again to continue"
+    return None
 
 
 def clamp_to(bounds: tuple[float, float] | None) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -223,7 +244,8 @@ def split_tensors(cache: MelCache, dev: torch.device) -> tuple[torch.Tensor, tor
 def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None, progress: bool = True,
           log: Log = print) -> list[dict]:
     """Train (or resume) the model `cfg` describes on `cache`'s train split; returns the history."""
-    tc, run_dir = cfg.train, claim_run_dir(run_dir, cache.path)
+    tc, model = cfg.train, new_model(cfg)
+    run_dir = claim_run_dir(run_dir, cache.path)
     dev = pick_device(device)
     precision = Precision.choose(dev, tc.amp)
     x_train, x_val = split_tensors(cache, dev)
@@ -231,13 +253,20 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
     if len(batches) == 0:
         raise BeetNetError(f"the train split has {len(x_train)} clips, fewer than one batch of {tc.batch_size}: "
                            "use a smaller --batch-size or more data")
-    state = load(run_dir, cfg, cache, x_train, precision, log)
+    state = load(run_dir, cfg, cache, model, x_train, precision, log)
     bounds = tuple((v - cache.mean) / cache.std for v in cfg.features.db_range) if tc.clamp_loss else None
     ident, started = identity(cfg, cache), time.perf_counter()
     log(f"training on {dev} ({precision.describe()}): {len(x_train)} train clips, {len(x_val)} val clips, "
         f"{len(batches)} batches of {tc.batch_size}")
-    for epoch in range(state.epoch + 1, tc.epochs + 1):
-        set_learning_rate(state.optimizer, tc, epoch, sum(h["wall"] for h in state.history))
+    first = state.epoch + 1
+    for epoch in range(first, tc.epochs + 1):
+        trained = sum(h["wall"] for h in state.history)  # every session's, so far
+        session = time.perf_counter() - started if epoch > first else 0.0  # a session trains one epoch at least
+        stop = out_of_time(tc, epoch - 1, session, trained)
+        if stop:
+            log(stop)
+            break
+        set_learning_rate(state.optimizer, tc, epoch, trained)
         t0 = time.perf_counter()
         train_l1 = train_epoch(state, x_train, batches, epoch, tc, precision, bounds, progress)
         seconds = time.perf_counter() - t0
@@ -250,9 +279,6 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
         checkpoint(state, run_dir, ident, is_best)
         log(f"epoch {epoch}: train L1 {train_l1:.4f}, val L1 {val_l1:.4f} ({val_l1 * cache.std:.2f} dB)"
             f"{' *best*' if is_best else ''}, {seconds:.1f} s, {state.history[-1]['samples_per_s']:.0f} samples/s")
-        if tc.minutes is not None and time.perf_counter() - started > tc.minutes * 60 and epoch < tc.epochs:
-            log(f"time budget of {tc.minutes} min reached after epoch {epoch}: stopping; run again to continue")
-            break
     if state.history:
         plot_history(state.history, run_dir / "loss.png")
     return state.history

@@ -139,7 +139,7 @@ def main() -> None:
         clips = link_recordings(clips, recs, args.work / "subset")
         if unseen_clips:
             unseen_clips = link_recordings(unseen_clips, recs, args.work / "subset_unseen")
-    cfg = get_config("full").replace(train={"epochs": 1000, "minutes": args.minutes})
+    cfg = get_config("full").replace(train={"epochs": 1000, "budget_minutes": args.minutes})
     cache = build_cache(clips, args.work / "cache", cfg.features, cfg.data, progress=False, log=quiet)
     test_recs = set(cache.recordings[cache.indices("test")])
     data = {s: (cache.mels[cache.indices(s)].astype(np.float32), cache.recordings[cache.indices(s)])
@@ -188,7 +188,7 @@ def main() -> None:
                                for key, refine in (("refine", True), ("plain", False))}
     ablated, reference = {}, subject
     if ablation is not None:
-        ablation_cfg = with_preset(cfg.replace(train={"minutes": ablation_minutes}), subject)
+        ablation_cfg = with_preset(cfg.replace(train={"budget_minutes": ablation_minutes}), subject)
         if not subject_is_reference:
             reference = f"{subject} ({ablation_minutes:g} min)"
             train_and_score(reference, ablation_cfg, args.work / f"run_{subject}_ablation")

@@ -1,6 +1,7 @@
 """The model as specified; training that learns, resumes exactly and survives SIGKILL."""
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -171,6 +172,54 @@ def test_time_budget_stops_after_the_epoch_that_crosses_it(tmp_path, smoke, smok
               progress=False, log=said.append)
     assert len(h) == 1 and "time budget" in said[-1]
     assert load_checkpoint(tmp_path / "run")["epoch"] == 1
+
+
+def test_a_run_stopped_by_its_session_budget_and_resumed_ends_where_a_straight_run_ends(tmp_path, smoke, smoke_cache):
+    """The Colab advice: MINUTES set, one epoch a session. A cosine preset's learning rates follow the epochs,
+    not the time spent, so four one-epoch sessions equal four epochs straight through, bit for bit."""
+    cfg = with_preset(smoke, "best").replace(train={"epochs": 4}, model={"refine_steps": 0})
+    assert cfg.train.schedule == "cosine"
+    straight = train(smoke_cache, tmp_path / "a", cfg, **quiet)
+    said = []
+    for session in range(4):
+        resumed = train(smoke_cache, tmp_path / "b", cfg.replace(train={"minutes": 1e-6}), progress=False,
+                        log=said.append)
+        assert len(resumed) == session + 1
+    assert sum("time budget of 1e-06 min reached" in s for s in said) == 3  # the fourth session ends the run
+    lrs = [h["lr"] for h in straight]
+    assert lrs[0] > lrs[1] > lrs[2] > lrs[3] > cfg.train.lr_floor * cfg.train.lr  # annealing, not yet at the floor
+    assert strip_timing(resumed) == strip_timing(straight)
+    assert_same_weights(tmp_path / "a", tmp_path / "b")
+
+
+def test_a_whole_run_budget_anneals_over_the_time_of_every_session_and_is_fixed_when_the_run_starts(
+        tmp_path, smoke, smoke_cache):
+    from beetnet_utils.train import set_learning_rate
+
+    tc = dataclasses.replace(with_preset(smoke, "best").train, epochs=100, budget_minutes=10.0)
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=tc.lr)
+    floor = tc.lr_floor * tc.lr
+    for seconds, expected in ((0.0, tc.lr), (300.0, floor + (tc.lr - floor) / 2), (600.0, floor), (900.0, floor)):
+        set_learning_rate(opt, tc, 1, seconds)  # epoch 1 of 100: the time is further along
+        assert opt.param_groups[0]["lr"] == pytest.approx(expected)
+    set_learning_rate(opt, tc, 51, 0.0)  # epoch 51 of 100, no time spent: the epochs are further along
+    assert opt.param_groups[0]["lr"] == pytest.approx(floor + (tc.lr - floor) / 2)
+
+    cfg = smoke.replace(train={"epochs": 5, "budget_minutes": 1e-6})
+    said = []
+    assert len(train(smoke_cache, tmp_path / "run", cfg, progress=False, log=said.append)) == 1
+    assert "the run's time budget of 1e-06 min spent after epoch 1" in said[-1]
+    again = []
+    assert len(train(smoke_cache, tmp_path / "run", cfg, progress=False, log=again.append)) == 1  # spent: no more
+    assert "spent after epoch 1" in again[-1]
+    with pytest.raises(BeetNetError, match=r"train.budget_minutes 1e-06 -> 5"):
+        train(smoke_cache, tmp_path / "run", cfg.replace(train={"budget_minutes": 5.0}), **quiet)
+
+
+def test_a_config_that_cannot_be_built_is_refused_before_the_run_folder_is_made(tmp_path, smoke, smoke_cache):
+    with pytest.raises(ValueError, match="unknown model preset 'fancy'"):
+        train(smoke_cache, tmp_path / "run", smoke.replace(model={"preset": "fancy"}), **quiet)
+    assert not (tmp_path / "run").exists()
 
 
 def test_mixed_precision_path_runs_on_the_cpu(tmp_path, smoke, smoke_cache):
