@@ -250,12 +250,12 @@ def restore_cache(archive: Path, cache_dir: Path) -> bool:
     """Unpack a backed-up cache to local disk if the local copy is gone (after a disconnect)."""
     if (cache_dir / "meta.json").exists() or not archive.exists():
         return False
-    staging = Path(tempfile.mkdtemp(dir=cache_dir.parent if cache_dir.parent.exists() else None))
+    cache_dir.parent.mkdir(parents=True, exist_ok=True)  # a new VM: staged beside the target, renamed in place
+    staging = Path(tempfile.mkdtemp(dir=cache_dir.parent, prefix=f".{cache_dir.name}.restoring-"))
     try:
         with tarfile.open(archive) as tar:
             tar.extractall(staging, filter="data")
         unpacked = next(staging.iterdir())
-        cache_dir.parent.mkdir(parents=True, exist_ok=True)
         if cache_dir.exists():
             shutil.rmtree(cache_dir)
         os.replace(unpacked, cache_dir)

@@ -63,3 +63,23 @@ def test_cache_backup_and_restore_after_a_disconnect(tmp_path):
     assert runtime.restore_cache(archive, cache)
     assert np.array_equal(np.load(cache / "mels.npy"), np.arange(12, dtype=np.float16))
     assert not runtime.restore_cache(archive, cache)  # already there: nothing to do
+
+
+def test_a_cache_restored_on_a_new_vm_is_staged_beside_its_target_never_in_the_system_temp(tmp_path, monkeypatch):
+    """/tmp and the cache's disk may be different file systems on a real host: a rename between them fails
+    (EXDEV). So the parent is made first and the archive unpacked beside the cache, then renamed in place."""
+    import tempfile
+
+    cache = tmp_path / "local" / "cache"
+    cache.mkdir(parents=True)
+    (cache / "meta.json").write_text("{}")
+    archive = runtime.backup_cache(cache, tmp_path / "drive" / "cache.tar")
+    import shutil
+
+    shutil.rmtree(tmp_path / "local")  # a new VM: not even the cache's parent folder is there
+    staged, real_mkdtemp = [], tempfile.mkdtemp
+    monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: staged.append(Path(real_mkdtemp(*a, **k))) or staged[-1])
+    assert runtime.restore_cache(archive, cache)
+    assert (cache / "meta.json").read_text() == "{}"
+    assert staged and all(p.parent == cache.parent for p in staged), staged
+    assert sorted(p.name for p in cache.parent.iterdir()) == ["cache"]  # the staging folder is gone
