@@ -174,9 +174,9 @@ def listen(run, cache, index: int, n_iter: int | None = None, quality: str = "fi
 def listen_runs(runs: dict, cache, index: int, n_iter: int | None = None,
                 quality: str = "final") -> dict[str, np.ndarray]:
     """One clip: the file, its oracle, and every run's reconstruction, to hear the presets side by side."""
-    first = next(iter(runs.values()))
-    sounds = listen(first, cache, index, n_iter, quality)
-    sounds.pop("reconstruction")
+    (first, run), *others = runs.items()
+    sounds = listen(run, cache, index, n_iter, quality)
+    sounds[first] = sounds.pop("reconstruction")  # rendered once, kept under its run's name
     mel = cache.mels[index].astype(np.float32)
     return sounds | {name: mel_to_audio(run.reconstruct(mel), cache.features, n_iter, quality=quality)
-                     for name, run in runs.items()}
+                     for name, run in others}

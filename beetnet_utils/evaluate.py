@@ -25,7 +25,7 @@ from .pca import PCA
 from .run import Run
 from .storage import BeetNetError, atomic_write
 
-REPORT_VERSION = 3
+REPORT_VERSION = 4  # 4: runs[name] holds the model's `architecture` (was `preset`, which named it wrongly)
 
 
 def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str, float]:
@@ -122,7 +122,8 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
     baselines = Baselines.fit(cache.db("train"), first.config.model.latent_dim, (f.db_min, f.db_max))
     report = {"version": REPORT_VERSION, "cache": str(cache.path), "stats": first.stats,
               "latent_dim": first.config.model.latent_dim,
-              "runs": {n: {"path": str(r.path), "preset": r.config.model.preset, "epoch": r.epoch} for n, r in runs.items()},
+              "runs": {n: {"path": str(r.path), "architecture": r.config.model.preset, "epoch": r.epoch}
+                       for n, r in runs.items()},
               "splits": {}}
     sets = ({"other": (other.mels.astype(np.float32), other.recordings)} if other is not None else
             {s: (cache.mels[cache.indices(s)].astype(np.float32), cache.recordings[cache.indices(s)]) for s in splits})
@@ -149,7 +150,7 @@ def markdown_table(report: dict) -> str:
         rows.append(f"| {m} | " + " | ".join(cells) + " |")
     sizes = ", ".join(f"{s}: {report['splits'][s]['clips']} clips from {report['splits'][s]['recordings']} "
                       f"recordings" for s in splits)
-    epochs = ", ".join(f"{n}: {r['preset']} preset, epoch {r['epoch']}" for n, r in report["runs"].items())
+    epochs = ", ".join(f"{n} at epoch {r['epoch']}" for n, r in report["runs"].items())  # by run (preset) name
     return "\n".join([head, rule, *rows, "", f"({sizes}; {epochs})"])
 
 

@@ -104,8 +104,10 @@ class PCARun:
 
     def __init__(self, train_db: np.ndarray, k: int):
         self.pca = PCA.fit(train_db, k)
+        self.calls = 0
 
     def reconstruct(self, mel: np.ndarray) -> torch.Tensor:
+        self.calls += 1
         return torch.from_numpy(self.pca.reconstruct(mel[None])[0].astype(np.float32))
 
 
@@ -119,7 +121,12 @@ def test_listen_gives_the_file_its_oracle_and_each_reconstruction(smoke_cache):
     assert np.array_equal(sounds["original"], wav)
     assert np.array_equal(sounds["oracle"], mel_to_audio(mel, f, quality="fast"))
     assert np.array_equal(sounds["reconstruction"], mel_to_audio(runs["pca4"].reconstruct(mel), f, quality="fast"))
+    for run in runs.values():
+        run.calls = 0
     both = listen_runs(runs, smoke_cache, index, n_iter=8)
     assert list(both) == ["original", "oracle", "pca4", "pca16"]
+    assert [run.calls for run in runs.values()] == [1, 1]  # each reconstruction rendered once, none thrown away
+    for name, run in runs.items():
+        assert np.array_equal(both[name], mel_to_audio(run.reconstruct(mel), f, n_iter=8, quality="final"))
     assert all(w.shape == (f.clip_samples,) for w in both.values())
     assert not np.array_equal(both["pca4"], both["pca16"])

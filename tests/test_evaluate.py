@@ -103,8 +103,11 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
     assert sum(r["clips"] for r in per.values()) == test["clips"] == len(x)
     table = markdown_table(report)
     assert "| beetnet |" in table and "| global_mean |" in table and f"{test['models']['beetnet']['l1_std']:.4f}" in table
-    two = evaluate({"a": run, "b": run}, mid_cache, splits=("test",))
-    assert list(two["splits"]["test"]["models"])[:3] == ["a", "b", "global_mean"]
+    assert report["runs"]["beetnet"]["architecture"] == run.config.model.preset
+    two = evaluate({"sharp": run, "b": run}, mid_cache, splits=("test",))
+    assert list(two["splits"]["test"]["models"])[:3] == ["sharp", "b", "global_mean"]
+    footnote = markdown_table(two).splitlines()[-1]  # the runs by their names (presets), not their architectures
+    assert f"sharp at epoch {run.epoch}, b at epoch {run.epoch}" in footnote and "preset" not in footnote
     assert two["splits"]["test"]["models"]["b"] == test["models"]["beetnet"]
     save_report(report, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
