@@ -11,6 +11,8 @@ Every model says what training needs through two methods (as nanoGPT's model own
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -148,43 +150,67 @@ class PCAGRUAutoencoder(Autoencoder):
         return linear + self.out(self.drop(y)).transpose(1, 2)
 
 
+@dataclass(frozen=True)
+class LocalLayout:
+    """How `local` reads its code: `envelope` numbers, then `channels` numbers for each of `steps` steps."""
+
+    envelope: int
+    channels: int
+    steps: int
+
+    @classmethod
+    def of(cls, cfg: ModelConfig) -> "LocalLayout":
+        """The layout for `cfg.latent_dim`. The preset's `envelope_dims` and `local_channels` lay out the full
+        profile's code (ModelConfig's latent_dim, 256: 32 + 8 steps of 28), which fixes the number of steps.
+        Another latent keeps those steps, scales each step's channels with it (rounded down) and gives the
+        envelope what is left: latent 32 is 8 + 8 steps of 3, latent 64 is 8 + 8 steps of 7."""
+        full = ModelConfig.latent_dim
+        local = full - cfg.envelope_dims
+        if cfg.local_channels < 1 or local < cfg.local_channels or local % cfg.local_channels:
+            raise ValueError(f"preset local: at the full latent of {full}, latent_dim - envelope_dims ({local}) "
+                             f"must be a positive multiple of local_channels ({cfg.local_channels})")
+        steps, channels = local // cfg.local_channels, cfg.local_channels * cfg.latent_dim // full
+        if channels < 1:
+            raise ValueError(f"preset local: a latent of {cfg.latent_dim} numbers cannot give each of its {steps} "
+                             f"steps a number (at least {-(-full // cfg.local_channels)} are needed)")
+        return cls(cfg.latent_dim - steps * channels, channels, steps)
+
+
 class LocalGRUAutoencoder(Autoencoder):
     """`local`: the latent read as a short sequence in time, so the decoder's weights are shared along it.
 
     A clip-wide code (`best`) must learn every pattern at every moment a cut may put it, from a few
     dozen recordings; measured, it stays about 5% below PCA however it is trained. Here z is
-    `envelope_dims` numbers for the clip's smooth spectral envelope (its timbre, constant in time) and
-    then `local_channels` numbers for each of P steps along the clip (8 for 256 - 32 = 224 and 28
-    channels): each step's code says what happens near its moment. The decoder sees nothing but z: a transposed convolution
-    over the steps (the linear part: the same patterns wherever they fall), and a GRU that runs over
-    the frames on the steps' codes spread out in time (what the linear part misses: decays that carry
-    from one step to the next); its output layer starts at zero. The encoder is the matching strided
+    `envelope` numbers for the clip's smooth spectral envelope (its timbre, constant in time) and
+    then `channels` numbers for each of P steps along the clip (`LocalLayout`: 32, then 8 steps of 28,
+    for the full 256 numbers): each step's code says what happens near its moment. The decoder sees
+    nothing but z: a transposed convolution over the steps (the linear part: the same patterns
+    wherever they fall), and a GRU that runs over the frames on the steps' codes spread out in time
+    (what the linear part misses: decays that carry from one step to the next); its output layer
+    starts at zero. The encoder is the matching strided
     convolution, and encode-time refinement fits the code to each clip.
     """
 
     def __init__(self, cfg: ModelConfig, n_mels: int, n_frames: int):
         super().__init__()
-        self.channels, self.envelope_dims, self.n_frames = cfg.local_channels, cfg.envelope_dims, n_frames
-        local = cfg.latent_dim - cfg.envelope_dims
-        if cfg.local_channels < 1 or local < cfg.local_channels or local % cfg.local_channels:
-            raise ValueError(f"preset local: latent_dim - envelope_dims ({local}) must be a positive multiple of "
-                             f"local_channels ({cfg.local_channels})")
-        self.steps = local // cfg.local_channels
+        layout = LocalLayout.of(cfg)
+        self.channels, self.envelope_dims, self.steps = layout.channels, layout.envelope, layout.steps
+        self.n_frames = n_frames
         stride = -(-n_frames // self.steps)  # the steps tile the clip
         kernel = max(cfg.local_kernel, stride)  # each step's pattern reaches this many frames
         span = (self.steps - 1) * stride + kernel
         left = (span - n_frames) // 2
         self.pad, self.crop = (left, span - n_frames - left), slice(left, left + n_frames)
-        envelopes = torch.as_tensor(spectral_envelopes(cfg.envelope_dims, n_mels, 1), dtype=torch.float32)
-        self.envelope_in = nn.Linear(n_mels, cfg.envelope_dims, bias=False)  # cosines over the bands at init
-        self.envelope_out = nn.Linear(cfg.envelope_dims, n_mels, bias=False)
+        envelopes = torch.as_tensor(spectral_envelopes(layout.envelope, n_mels, 1), dtype=torch.float32)
+        self.envelope_in = nn.Linear(n_mels, layout.envelope, bias=False)  # cosines over the bands at init
+        self.envelope_out = nn.Linear(layout.envelope, n_mels, bias=False)
         with torch.no_grad():
             self.envelope_in.weight.copy_(envelopes)
             self.envelope_out.weight.copy_(envelopes.T)
-        self.encoder = nn.Conv1d(n_mels, cfg.local_channels, kernel, stride=stride)
-        self.linear_decoder = nn.ConvTranspose1d(cfg.local_channels, n_mels, kernel, stride=stride)
-        self.spread = nn.ConvTranspose1d(cfg.local_channels, cfg.dec_hidden, kernel, stride=stride)
-        self.envelope_hidden = nn.Linear(cfg.envelope_dims, cfg.dec_hidden)
+        self.encoder = nn.Conv1d(n_mels, layout.channels, kernel, stride=stride)
+        self.linear_decoder = nn.ConvTranspose1d(layout.channels, n_mels, kernel, stride=stride)
+        self.spread = nn.ConvTranspose1d(layout.channels, cfg.dec_hidden, kernel, stride=stride)
+        self.envelope_hidden = nn.Linear(layout.envelope, cfg.dec_hidden)
         self.gru, self.drop, self.out = gru_correction(cfg, n_mels)
 
     def correction_parameters(self) -> list[nn.Parameter]:

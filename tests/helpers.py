@@ -34,9 +34,8 @@ def kaggle_port():
 
 
 def smoke_preset(smoke, preset: str):
-    """A preset on the smoke profile. `local` reads its latent as 8 for the envelope and then 8 steps of
-    numbers; the smoke profile's latent has 32, so 8 + 8 steps of 3 (the full profile: 32 + 8 x 28)."""
+    """A preset on the smoke profile: `with_preset` itself, now that local's layout scales with the latent
+    (smoke's 32 numbers: 8 for the envelope and 8 steps of 3). Kept for the tests that still call it."""
     from beetnet_utils.config import with_preset
 
-    cfg = with_preset(smoke, preset)
-    return cfg.replace(model={"envelope_dims": 8, "local_channels": 3}) if preset == "local" else cfg
+    return with_preset(smoke, preset)

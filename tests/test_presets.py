@@ -1,19 +1,19 @@
 """The model presets: `original` (the specification), `best`, `sharp` and `local` (ours)."""
 from __future__ import annotations
 
+import copy
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 import torch
 
-from beetnet_utils.config import PRESETS, with_preset
-from beetnet_utils.config import get_config
-from beetnet_utils.model import LocalGRUAutoencoder, PCAGRUAutoencoder, build_model
+from beetnet_utils.config import PRESETS, get_config, with_preset
+from beetnet_utils.model import LocalGRUAutoencoder, LocalLayout, PCAGRUAutoencoder, build_model, refine
 from beetnet_utils.pca import PCA, spectral_envelopes
 from beetnet_utils.run import load_run
 from beetnet_utils.train import train
-from helpers import smoke_preset
 
 quiet = dict(progress=False, log=lambda m: None)
 
@@ -21,7 +21,7 @@ quiet = dict(progress=False, log=lambda m: None)
 @pytest.mark.parametrize("preset", list(PRESETS))
 def test_each_preset_builds_trains_and_round_trips(tmp_path, smoke, smoke_cache, preset):
     quick = {"refine_steps": 5} if preset != "original" else {}
-    cfg = smoke_preset(smoke, preset).replace(train={"epochs": 2}, model=quick)
+    cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model=quick)
     history = train(smoke_cache, tmp_path / preset, cfg, **quiet)
     assert len(history) == 2 and all(np.isfinite(h["val_l1"]) for h in history)
     run = load_run(tmp_path / preset)
@@ -70,7 +70,7 @@ def encoder_matrix(model, shape) -> torch.Tensor:
 @pytest.mark.parametrize("preset", ["best", "local"])
 def test_decoder_output_depends_only_on_z(smoke_cache, smoke, preset):
     """Move the input along a direction the encoder cannot see: z, and so the output, must not move."""
-    model = build_model(smoke_preset(smoke, preset)).eval()
+    model = build_model(with_preset(smoke, preset)).eval()
     model.init_from_data(smoke_cache.standardised("train"))
     torch.nn.init.normal_(model.out.weight, std=0.1)  # a trained-looking, non-zero correction
     x = smoke_cache.standardised("test")[:3]
@@ -88,7 +88,7 @@ def test_decoder_output_depends_only_on_z(smoke_cache, smoke, preset):
 
 @pytest.mark.parametrize("preset", ["best", "local"])
 def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache, preset):
-    cfg = smoke_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 30})
+    cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 30})
     train(smoke_cache, tmp_path / "run", cfg, **quiet)
     run = load_run(tmp_path / "run")
     mel = smoke_cache.db("test")
@@ -130,11 +130,45 @@ def test_local_puts_the_same_pattern_wherever_its_step_falls():
     assert not third[:, 45:].any() and not fourth[:, :16].any()  # each reaches 24 frames around its step
 
 
-def test_local_refuses_a_latent_its_steps_cannot_share():
-    with pytest.raises(ValueError, match=r"envelope_dims \(224\) must be a positive multiple of local_channels \(30\)"):
-        build_model(with_preset(get_config("full"), "local").replace(model={"local_channels": 30}))
-    with pytest.raises(ValueError, match=r"\(0\) must be a positive multiple"):  # smoke's 32 numbers: all envelope
-        build_model(with_preset(get_config("smoke"), "local"))
+FULL_LOCAL_SHAPES = {  # the weights of every `local` checkpoint saved so far (latent 256): they must still load
+    "envelope_in.weight": (32, 96), "envelope_out.weight": (96, 32), "encoder.weight": (28, 96, 24),
+    "encoder.bias": (28,), "linear_decoder.weight": (28, 96, 24), "linear_decoder.bias": (96,),
+    "spread.weight": (28, 128, 24), "spread.bias": (128,), "envelope_hidden.weight": (128, 32),
+    "envelope_hidden.bias": (128,), "gru.weight_ih_l0": (384, 128), "gru.weight_hh_l0": (384, 128),
+    "gru.bias_ih_l0": (384,), "gru.bias_hh_l0": (384,), "out.weight": (96, 128), "out.bias": (96,),
+}
+
+
+def local_layout(latent: int) -> LocalLayout:
+    return LocalLayout.of(with_preset(get_config("full"), "local").replace(model={"latent_dim": latent}).model)
+
+
+def test_local_keeps_the_full_layout_and_scales_it_to_a_smaller_latent(smoke, mid):
+    full = build_model(with_preset(get_config("full"), "local"))
+    assert (full.envelope_dims, full.channels, full.steps) == (32, 28, 8)
+    assert {k: tuple(v.shape) for k, v in full.state_dict().items()} == FULL_LOCAL_SHAPES
+    assert LocalLayout.of(with_preset(smoke, "local").model) == LocalLayout(envelope=8, channels=3, steps=8)
+    assert LocalLayout.of(with_preset(mid, "local").model) == LocalLayout(envelope=8, channels=7, steps=8)
+    for latent in (10, 33, 100, 128, 255, 512):
+        layout = local_layout(latent)
+        assert layout.steps == 8 and layout.channels == 28 * latent // 256  # channels in proportion, rounded down
+        assert layout.envelope + layout.steps * layout.channels == latent and layout.envelope >= 0
+    model = build_model(with_preset(smoke, "local"))
+    z = model.encode(torch.zeros(2, 96, 63))
+    assert z.shape == (2, 32) and model.decode(z).shape == (2, 96, 63)
+
+
+def test_local_refuses_a_layout_its_steps_cannot_share_and_a_latent_too_small_for_them():
+    full = with_preset(get_config("full"), "local")
+    with pytest.raises(ValueError, match=r"full latent of 256, latent_dim - envelope_dims \(224\) must be a positive "
+                                         r"multiple of local_channels \(30\)"):
+        build_model(full.replace(model={"local_channels": 30}))
+    with pytest.raises(ValueError, match=r"multiple of local_channels \(3\)"):  # what the smoke profile was forced to
+        build_model(with_preset(get_config("smoke"), "local").replace(model={"envelope_dims": 8, "local_channels": 3}))
+    with pytest.raises(ValueError, match=r"a latent of 9 numbers cannot give each of its 8 steps a number "
+                                         r"\(at least 10 are needed\)"):
+        build_model(full.replace(model={"latent_dim": 9}))
+    assert local_layout(10) == LocalLayout(envelope=2, channels=1, steps=8)  # the smallest it takes
 
 
 def test_time_shifted_pca_routes_agree_and_shift_time_moves_frames():
@@ -181,3 +215,152 @@ def test_a_clip_whose_envelope_alone_changed_is_followed_exactly_by_the_envelope
     moved = clip - train_db[:1]
     np.testing.assert_allclose(with_env.reconstruct(clip) - with_env.reconstruct(train_db[:1]), moved, atol=1e-5)
     assert np.abs(without.reconstruct(clip) - without.reconstruct(train_db[:1]) - moved).max() > 0.1
+
+
+# --- what makes each preset that preset: take one part away and the results change -----------------
+
+MOVES = ("shift_frames", "shift_mels", "gain_db", "tilt_db", "eq_db", "flux_weight")  # TrainConfig's training moves
+ROUTES = [(preset, {"train": {move: 0}}) for preset in ("best", "sharp", "local") for move in MOVES
+          if PRESETS[preset]["train"].get(move)]  # each move a preset trains with, switched off
+ROUTES += [("best", {"train": {"shift_mels": 2}}),  # the one move no preset uses, switched on
+           ("best", {"model": {"envelope_dims": 0}})]  # best's envelope directions (local's change its layout)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, smoke_cache):
+    """trained(preset, changes): the Run of one epoch of the preset on the smoke profile, trained once per module."""
+    runs = {}
+
+    def get(preset: str, changes: dict | None = None):
+        key = (preset, json.dumps(changes, sort_keys=True))
+        if key not in runs:
+            cfg = with_preset(get_config("smoke"), preset).replace(train={"epochs": 1}, model={"refine_steps": 0})
+            path = tmp_path_factory.mktemp(preset) / "run"
+            train(smoke_cache, path, cfg.replace(**(changes or {})), **quiet)
+            runs[key] = load_run(path)
+        return runs[key]
+
+    return get
+
+
+def route_id(route) -> str:
+    preset, changes = route
+    (section, values), = changes.items()
+    (name, value), = values.items()
+    return f"{preset}-{name}-{'off' if not value else 'on'}"
+
+
+@pytest.mark.parametrize("preset,changes", ROUTES, ids=map(route_id, ROUTES))
+def test_each_part_a_preset_trains_with_changes_what_it_learns(trained, preset, changes):
+    """Training is deterministic: with the part switched off (a one-line slip in train or augment could do
+    it), the weights would come out bit for bit the same."""
+    (section, values), = changes.items()
+    (name, value), = values.items()
+    assert getattr(getattr(with_preset(get_config("smoke"), preset), section), name) != value  # a real change
+    with_part, without = trained(preset).model.state_dict(), trained(preset, changes).model.state_dict()
+    same = [k for k in with_part if with_part[k].shape == without[k].shape and torch.equal(with_part[k], without[k])]
+    assert not same, f"{name}: these weights came out the same: {same}"
+    assert trained(preset).history[0]["train_l1"] != trained(preset, changes).history[0]["train_l1"]
+
+
+@pytest.mark.parametrize("preset", ["best", "local"])
+def test_the_gru_correction_trains_and_reaches_the_output(trained, smoke, smoke_cache, preset):
+    """The correction starts at zero; after an epoch its output layer is not, its part of decode is not, it
+    runs through the GRU, and it lowers the train split's L1 below the linear part alone."""
+    assert not build_model(with_preset(smoke, preset)).out.weight.any()
+    run = trained(preset)
+    model = run.model
+    assert model.out.weight.abs().max() > 1e-3
+    linear_alone, no_gru = copy.deepcopy(model), copy.deepcopy(model)
+    for p in [*linear_alone.out.parameters(), *no_gru.gru.parameters()]:
+        torch.nn.init.zeros_(p)
+    x = smoke_cache.standardised("train")
+    bounds = [(v - smoke_cache.mean) / smoke_cache.std for v in smoke.features.db_range]
+    with torch.no_grad():
+        z = model.encode(x)
+        full, linear, without_gru = model.decode(z), linear_alone.decode(z), no_gru.decode(z)
+    assert (full - linear).abs().mean() > 0.01  # the correction reaches decode's output
+    assert (full - without_gru).abs().mean() > 0.01  # through the GRU
+    l1 = lambda y: float((y.clamp(*bounds) - x).abs().mean())  # noqa: E731
+    assert l1(full) < l1(linear), (l1(full), l1(linear))
+
+
+def test_best_starts_its_code_at_the_spectral_envelopes(smoke, smoke_cache):
+    """The first envelope_dims numbers of best's code are the clip's projections on the envelope directions."""
+    cfg = with_preset(smoke, "best")
+    model = build_model(cfg).eval()
+    x = smoke_cache.standardised("train")
+    model.init_from_data(x)
+    k = cfg.model.envelope_dims
+    envelopes = torch.as_tensor(spectral_envelopes(k, *cfg.features.shape), dtype=torch.float32)
+    torch.testing.assert_close(model.encoder.weight[:k], envelopes)
+    torch.testing.assert_close(model.linear_decoder.weight[:, :k], envelopes.T)
+    val, centre = smoke_cache.standardised("val"), model.linear_decoder.bias  # the PCA mean (shifted copies too)
+    with torch.no_grad():
+        torch.testing.assert_close(model.encode(val)[:, :k], (val.flatten(1) - centre) @ envelopes.T, atol=1e-4,
+                                   rtol=1e-4)
+
+
+def test_locals_envelope_numbers_read_and_write_the_clips_smooth_spectrum(smoke, trained):
+    """A new `local`: the envelope numbers are the cosines' weights in the clip's mean spectrum, and moving one
+    adds its cosine to every frame of the output (the correction starts at zero). Trained, moving one
+    still adds one curve to every frame of the linear part."""
+    model = build_model(with_preset(smoke, "local")).eval()
+    k = model.envelope_dims
+    cosines = torch.as_tensor(spectral_envelopes(k, 96, 1), dtype=torch.float32)  # (k, n_mels)
+    x = torch.randn(3, 96, 63, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        z = model.encode(x)
+        torch.testing.assert_close(z[:, :k], x.mean(-1) @ cosines.T)
+        for i in (0, 3, k - 1):
+            moved = z.clone()
+            moved[:, i] += 2.0
+            torch.testing.assert_close(model.decode(moved) - model.decode(z),
+                                       (2.0 * cosines[i]).view(1, 96, 1).expand(3, 96, 63), atol=1e-5, rtol=0)
+    linear = copy.deepcopy(trained("local").model)
+    torch.nn.init.zeros_(linear.out.weight)
+    with torch.no_grad():
+        moved = z.clone()
+        moved[:, 1] += 2.0
+        d = linear.decode(moved) - linear.decode(z)
+    assert d.abs().max() > 0.1 and torch.allclose(d, d[..., :1].expand_as(d), atol=1e-5)
+
+
+def descent(model, x: torch.Tensor, steps: int, lr: float, bounds) -> tuple[torch.Tensor, torch.Tensor]:
+    """Plain Adam on each clip's L1 from the encoder's code, every step kept: codes (steps + 1, clips, latent)
+    and their L1 (steps + 1, clips)."""
+    with torch.no_grad():
+        z = model.encode(x).requires_grad_(True)
+    opt, codes, l1 = torch.optim.Adam([z], lr=lr), [], []
+    for _ in range(steps + 1):
+        per_clip = (model.decode(z).clamp(*bounds) - x).abs().mean(dim=(1, 2))
+        codes.append(z.detach().clone())
+        l1.append(per_clip.detach())
+        opt.zero_grad()
+        per_clip.sum().backward()
+        opt.step()
+    return torch.stack(codes), torch.stack(l1)
+
+
+@pytest.mark.parametrize("preset,wins", [("best", "a middle step"), ("local", "the encoder's code")])
+def test_refine_returns_each_clips_best_code_not_its_last(smoke, smoke_cache, preset, wins):
+    """A learning rate so large that descent overshoots: the last step is worse than an earlier one, and refine
+    must return, clip by clip, the code with the lowest L1 it reached, the encoder's own among them."""
+    torch.manual_seed(0)  # local's convolutions start random
+    model = build_model(with_preset(smoke, preset)).eval()
+    model.init_from_data(smoke_cache.standardised("train"))
+    x = smoke_cache.standardised("test")
+    bounds = tuple((v - smoke_cache.mean) / smoke_cache.std for v in smoke.features.db_range)
+    codes, l1 = descent(model, x, steps=5, lr=3.0, bounds=bounds)
+    lowest, where = l1.min(0)
+    assert (l1[-1] > lowest).all()  # the last step is worse than the best, for every clip
+    if wins == "a middle step":
+        assert ((where > 0) & (where < 5)).any()
+    else:
+        assert (where == 0).any()  # for some clips nothing beats the start: refine must give it back
+    refined = refine(model, x, steps=5, lr=3.0, bounds=bounds)
+    torch.testing.assert_close(refined, codes[where, torch.arange(len(x))], atol=1e-5, rtol=0)
+    with torch.no_grad():
+        got = (model.decode(refined).clamp(*bounds) - x).abs().mean(dim=(1, 2))
+    torch.testing.assert_close(got, lowest, atol=1e-6, rtol=0)
+    assert (got <= l1[0] + 1e-6).all()  # never above the encoder's
