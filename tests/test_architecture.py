@@ -1,5 +1,7 @@
 """The package's layers (docs/ARCHITECTURE.md): a module imports only from layers below its own,
-at the top of the file. A circle, or an import hidden in a function to dodge one, fails here."""
+at the top of the file. A circle, or an import hidden in a function to dodge one, fails here, whether
+written relative (`from .session import x`) or absolute (`import beetnet_utils.cli`); the checker
+itself is tried on small sources that break the rule in each of those ways."""
 from __future__ import annotations
 
 import ast
@@ -25,15 +27,38 @@ LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
 MODULES = sorted(p.stem for p in PACKAGE.glob("*.py"))
 
 
-def internal_imports(module: str) -> list[tuple[str, int, bool]]:
-    """(imported module, line, at top level) for every import of a sibling module."""
-    tree = ast.parse((PACKAGE / f"{module}.py").read_text())
+def imported_modules(node: ast.AST) -> list[str]:
+    """The package's own modules an import statement reads, however it is written: relative (`from .x import y`,
+    `from . import x`) or absolute (`from beetnet_utils.x import y`, `import beetnet_utils.x`, `from beetnet_utils
+    import x`). A name that is no module (`import beetnet_utils`, `from beetnet_utils import BeetNetError`) is the
+    package itself, `__init__`, which imports every layer."""
+    if isinstance(node, ast.Import):
+        paths = [alias.name.split(".") for alias in node.names]
+        return [path[1] if len(path) > 1 else "__init__" for path in paths if path[0] == PACKAGE.name]
+    if not isinstance(node, ast.ImportFrom):
+        return []
+    if node.level == 1:
+        path = node.module.split(".") if node.module else []
+    elif node.level == 0 and node.module and node.module.split(".")[0] == PACKAGE.name:
+        path = node.module.split(".")[1:]
+    else:
+        return []  # another package, or above this one
+    if path:
+        return [path[0]]
+    return [alias.name if alias.name in MODULES else "__init__" for alias in node.names]
+
+
+def violations(module: str, source: str) -> list[str]:
+    """What in `module`'s source breaks the layers: an import of a module not below it, or one not at the top."""
+    tree = ast.parse(source)
     top = {id(node) for node in tree.body}
     found = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom) and node.level == 1:
-            names = [node.module] if node.module else [a.name for a in node.names]
-            found += [(n.split(".")[0], node.lineno, id(node) in top) for n in names]
+        for name in imported_modules(node):
+            if id(node) not in top:
+                found.append(f"{module}.py:{node.lineno} imports {name} inside a function or block")
+            elif LAYER.get(name, len(LAYERS)) >= LAYER[module]:
+                found.append(f"{module}.py:{node.lineno} imports {name}, which is not in a lower layer")
     return found
 
 
@@ -43,9 +68,44 @@ def test_every_module_has_a_layer():
 
 @pytest.mark.parametrize("module", MODULES)
 def test_imports_only_go_down_and_sit_at_the_top(module):
-    for name, line, at_top in internal_imports(module):
-        assert at_top, f"{module}.py:{line} imports .{name} inside a function or block"
-        assert LAYER[name] < LAYER[module], f"{module}.py:{line} imports .{name}, which is not in a lower layer"
+    assert violations(module, (PACKAGE / f"{module}.py").read_text()) == []
+
+
+UPWARD = [  # in model.py (layer 2): each imports a module that is not below it
+    "from .session import Session", "from . import session", "from .data import list_clips",  # data: the same layer
+    "from beetnet_utils.session import Session", "from beetnet_utils.train.loop import x", "import beetnet_utils.cli",
+    "import beetnet_utils.cli as cli", "import torch, beetnet_utils.run", "from beetnet_utils import train",
+    "from beetnet_utils import BeetNetError", "import beetnet_utils",
+]
+HIDDEN = [  # in model.py: downward, but not at the top of the file; the import is on the second line
+    "def f():\n    from .config import Config", "if True:\n    from beetnet_utils.pca import PCA",
+    "try:\n    import beetnet_utils.config\nexcept ImportError:\n    pass", "class A:\n    from . import config",
+]
+
+
+@pytest.mark.parametrize("source", UPWARD + HIDDEN)
+def test_the_checker_flags_every_way_of_writing_a_bad_import(source):
+    line, why = (2, "inside a function or block") if source in HIDDEN else (1, "not in a lower layer")
+    found = violations("model", "import numpy as np\n\n" + source)  # two lines before it
+    assert len(found) == 1 and found[0].startswith(f"model.py:{line + 2} ") and why in found[0], found
+
+
+def test_the_checker_lets_downward_imports_at_the_top_pass():
+    source = """from __future__ import annotations
+import torch
+from torch import nn
+import beetnet_utils_extra
+from .config import Config
+from .pca import PCA
+from . import storage, augment
+from beetnet_utils.runtime import device
+from beetnet_utils import synth
+import beetnet_utils.plots as plots
+def f():
+    import json
+    from sklearn.mixture import GaussianMixture
+"""
+    assert violations("model", source) == []
 
 
 def test_public_names_are_the_functions_and_classes_not_their_modules():
