@@ -37,6 +37,7 @@ import torchaudio
 
 from .config import FeatureConfig
 from .features import load_clip, mel_db
+from .storage import check_array
 
 # (mel -> linear updates, Griffin-Lim iterations)
 QUALITY = {"fast": (30, 32), "final": (50, 100)}
@@ -86,6 +87,8 @@ def mel_to_audio(mel_db: np.ndarray | torch.Tensor, features: FeatureConfig, n_i
     """
     if quality not in QUALITY:
         raise ValueError(f"quality must be one of {', '.join(QUALITY)}, not {quality!r}")
+    check_array(mel_db, "mel_to_audio", f"dB spectrogram(s) of shape (…, {features.n_mels}, frames)",
+                 trailing=(features.n_mels, None))
     mel_iters, gl_iters = QUALITY[quality]
     griffin_lim = _griffin_lim(features, gl_iters if n_iter is None else n_iter)
     amplitude = torch.pow(10.0, torch.as_tensor(mel_db, dtype=torch.float32).detach().cpu() / 20.0)
@@ -150,12 +153,14 @@ def peak_normalise(wav: np.ndarray, peak: float = 0.9) -> np.ndarray:
 
 def wav_bytes(wav: np.ndarray, sample_rate: int) -> bytes:
     """16-bit WAV in memory, for an audio player."""
+    check_array(wav, "wav_bytes", "a waveform (samples,)")
     buf = io.BytesIO()
     sf.write(buf, peak_normalise(wav), sample_rate, format="WAV", subtype="PCM_16")
     return buf.getvalue()
 
 
 def save_wav(wav: np.ndarray, path: Path, sample_rate: int) -> Path:
+    check_array(wav, "save_wav", "a waveform (samples,) or (samples, channels)")
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     sf.write(path, peak_normalise(wav), sample_rate, subtype="PCM_16")
     return Path(path)

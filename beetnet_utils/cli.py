@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 
@@ -103,8 +104,17 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a host stopping a kernel or a container), handled as Ctrl-C is: workers stopped, files intact."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         args.fn(args)
     except (BeetNetError, ValueError) as exc:
@@ -113,8 +123,9 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:  # a path that is a file, under a file, or not ours to write: the OS says which
         print(f"error: {exc.strerror or exc}: {exc.filename or ''} (nothing was replaced)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted: every file BeetNet had finished writing is intact; run the same command to continue",
+    except KeyboardInterrupt as stop:
+        what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        print(f"{what}: every file BeetNet had finished writing is intact; run the same command to continue",
               file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
     return 0

@@ -147,6 +147,9 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         def make(kind, values: dict):  # JSON has lists where the dataclasses have tuples
+            unknown = sorted(set(values) - {f.name for f in dataclasses.fields(kind)})
+            if unknown:
+                raise ValueError(f"unknown settings {', '.join(unknown)} (from a newer version?)")
             return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
 
         return cls(

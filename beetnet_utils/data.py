@@ -14,12 +14,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import errno
+import hashlib
 import io
 import json
 import os
 import re
 import shutil
 import tarfile
+import unicodedata
 import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -71,6 +73,19 @@ class ClipFolder:
         fixes = "".join(f"; fixed inputs: {n} {r}" for r, n in self.fixed.items())
         return (f"{self.clips} clips from {len(self.recordings)} recordings ({self.hours:.2f} h) "
                 f"in {self.path} [source: {self.source}; skipped inputs: {skips}{fixes}]")
+
+
+BAD_NAME = "file name is not valid UTF-8"
+MAX_ID_BYTES = 120  # a recording id, so that `{id}_{k}.wav` and BeetNet's staging names fit the 255-byte limit
+
+
+def valid_name(name: str) -> bool:
+    """Can the name be written to index.csv and JSON? A name that is not UTF-8 comes in with surrogates."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
 
 
 def parse_clip_name(name: str) -> tuple[str, int]:
@@ -200,7 +215,14 @@ def make_demo(out: Path, data: DataConfig, features: FeatureConfig, progress: bo
 # --- folder ------------------------------------------------------------------------------------
 
 def _recording_id(path: Path, taken: set[str]) -> str:
-    rid = re.sub(r"[^A-Za-z0-9-]+", "-", path.stem).strip("-") or "rec"
+    """A readable, unique id from the file's name: letters of any script, digits, '-' and '_' are kept
+    (a name in Cyrillic or Japanese stays readable); a long name is cut to MAX_ID_BYTES with a short
+    hash of the whole, so that two long names with one start stay apart."""
+    stem = unicodedata.normalize("NFC", path.stem)
+    rid = re.sub(r"[^\w-]+", "-", stem).strip("-_") or "rec"
+    if len(rid.encode()) > MAX_ID_BYTES:
+        digest = hashlib.sha256(stem.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+        rid = rid.encode()[:MAX_ID_BYTES - 9].decode(errors="ignore").rstrip("-_") + "-" + digest
     base, n = rid, 2
     while rid in taken:
         rid, n = f"{base}-{n}", n + 1
@@ -239,7 +261,7 @@ def from_folder(audio_dir: Path, out: Path, features: FeatureConfig, source: str
         raise BeetNetError(f"no audio files ({', '.join(AUDIO_EXTENSIONS)}) in {audio_dir}: "
                            "add recordings or use --source demo")
     key = {"source": source, "inputs": content_hash(files, name=str), "features": stable_hash(features),
-           "version": 2}
+           "version": 3}  # 3: recording ids keep letters of any script and underscores
     if (done := _reuse(out, key)) is not None:
         return done
     skipped: Counter = Counter()
@@ -360,7 +382,9 @@ def from_kaggle(out: Path, handle: str, progress: bool = True,
     claim_output(out, "clips")
     root = kaggle_download(handle, stall_seconds)
     check_not_inside(out, root)
-    wavs = sorted(p for p in root.rglob("*.wav") if _CLIP_NAME.match(p.name))
+    found = sorted(p for p in root.rglob("*.wav") if _CLIP_NAME.match(p.name))
+    wavs = [p for p in found if valid_name(p.name)]
+    skipped = Counter({BAD_NAME: len(found) - len(wavs)} if len(found) > len(wavs) else {})
     if not wavs:
         raise BeetNetError(f"no {{recording}}_{{k}}.wav clips found under {root}: is {handle} the right dataset?")
     key = {"source": "kaggle", "handle": handle, "root": str(root), "clips": content_hash(wavs), "version": 2}
@@ -368,8 +392,8 @@ def from_kaggle(out: Path, handle: str, progress: bool = True,
         return done
     with atomic_dir(out) as staging:
         _link_or_copy(wavs, staging, progress)
-        _finish(staging, key, Counter())
-    return describe(out, "kaggle")
+        _finish(staging, key, skipped)
+    return describe(out, "kaggle", dict(skipped))
 
 
 def from_musicnet(out: Path, handle: str, features: FeatureConfig, progress: bool = True,

@@ -12,6 +12,7 @@ All predictions are clamped to the feature dB range, as the model's are.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from .features import MelCache, build_cache
 from .model import refine as fit_codes
 from .pca import PCA
 from .run import Run
-from .storage import BeetNetError, atomic_write
+from .storage import BeetNetError, atomic_write, open_regular
 
 REPORT_VERSION = 4  # 4: runs[name] holds the model's `architecture` (was `preset`, which named it wrongly)
 
@@ -113,6 +114,8 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
     """The report: baselines fitted on `cache`'s train split; every run and baseline scored on `splits`
     (or on every clip of `other`). `runs` is one run (named beetnet) or {name: run} to compare presets."""
     runs = {"beetnet": runs} if isinstance(runs, Run) else dict(runs)
+    if not runs:
+        raise BeetNetError("evaluate needs at least one trained run: pass a Run or {name: Run} (train one first)")
     for run in runs.values():
         if run.cache_key != cache.key:
             raise BeetNetError(f"{run.path} was trained on another cache than {cache.path}: "
@@ -154,8 +157,24 @@ def markdown_table(report: dict) -> str:
     return "\n".join([head, rule, *rows, "", f"({sizes}; {epochs})"])
 
 
+def is_report(path: Path) -> bool:
+    """Is `path` a report BeetNet wrote (of any version): a JSON object with its version and splits?"""
+    try:
+        with open_regular(path) as f:
+            saved = json.load(f)
+    except (OSError, ValueError):
+        return False
+    return isinstance(saved, dict) and {"version", "splits"} <= saved.keys()
+
+
 def save_report(report: dict, path: Path) -> Path:
-    return atomic_write(Path(path), lambda p: p.write_text(json.dumps(report, indent=2)))
+    """Write the report as JSON, atomically. A report replaces only a report: never a checkpoint, a
+    thesis or anything else that happens to be at `path`."""
+    path = Path(path)
+    if os.path.lexists(path) and not is_report(path):
+        raise BeetNetError(f"{path} exists and is not a BeetNet report: name a new file for the report "
+                           "(a report replaces only an earlier report)")
+    return atomic_write(path, lambda p: p.write_text(json.dumps(report, indent=2)))
 
 
 def evaluate_clips(runs: Run | dict[str, Run], cache: MelCache, clips: Path, eval_cache: Path) -> dict:

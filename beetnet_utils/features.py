@@ -13,6 +13,7 @@ cache is rebuilt by build_cache and refused by load_cache, never trusted.
 from __future__ import annotations
 
 import csv
+import ctypes
 import dataclasses
 import functools
 import hashlib
@@ -21,6 +22,8 @@ import json
 import platform
 import multiprocessing as mp
 import os
+import signal
+import sys
 from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -33,8 +36,9 @@ import torchaudio
 from tqdm.auto import tqdm
 
 from .config import DataConfig, FeatureConfig, stable_hash
-from .data import MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason
-from .storage import BeetNetError, atomic_dir, check_not_inside, claim_output, content_hash, recover
+from .data import (BAD_NAME, MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason,
+                   valid_name)
+from .storage import BeetNetError, atomic_dir, check_not_inside, claim_output, content_hash, recover, writer_lock
 
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2  # 2: content-keyed, with checksums of mels.npy and index.csv
@@ -121,9 +125,21 @@ def _featurise_all(clips: list[Path], features: FeatureConfig, workers: int):
         return
     # fork starts workers in milliseconds (spawn would re-import torch in each), as DataLoader does on Linux
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ProcessPoolExecutor(workers, mp_context=ctx, initializer=torch.set_num_threads, initargs=(1,)) as pool:
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker)
+    try:
         for i, result in enumerate(pool.map(_featurise, chunks, [features] * len(chunks))):
             yield i * _CHUNK, result
+    finally:  # stopped (Ctrl-C, SIGTERM) or done: no chunk starts after this, and the workers end
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _start_worker() -> None:
+    """A worker computes on one thread, and dies with its parent: a parent killed by SIGKILL, which no
+    handler sees, leaves no worker running on (Linux's PR_SET_PDEATHSIG)."""
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # not the parent's handler (the CLI's turns it into Ctrl-C)
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
 def preview(clips_dir: Path, features: FeatureConfig, n: int = 4) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
@@ -317,74 +333,81 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     clips = list_clips(clips_dir)
     check_not_inside(out, clips_dir)
     claim_output(out, "cache")
-    clip_names = {p.name for p in clips}
-    others = [p.name for p in clips_dir.iterdir()
-              if p.name != MANIFEST and not p.name.startswith(".") and p.name not in clip_names]
-    if not clips:
-        raise BeetNetError(f"no {{recording}}_{{k}}.wav clips in {clips_dir}: run the download step first")
-    feature_hash, clips_hash = stable_hash(features), content_hash(clips)
-    split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
-                    if split else {"all": "test"})
-    split_recs = (lambda recs: split_recordings(recs, data)) if split else (lambda recs: dict.fromkeys(recs, "test"))
-    reason = _stale_reason(out, features, clips_hash, split_config)
-    if reason is None:
-        cache = _verified(out)
-        if isinstance(cache, MelCache):
-            log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
-            return cache
-        reason = f"the cache is damaged: {cache}"
-    log(f"building mel cache {out}: {reason}")
+    with writer_lock(out):  # held from here: a second build into `out` is refused before it starts work
+        clip_names = {p.name for p in clips}
+        others = [p.name for p in clips_dir.iterdir()
+                  if p.name != MANIFEST and not p.name.startswith(".") and p.name not in clip_names]
+        badly_named = [p for p in clips if not valid_name(p.name)]  # index.csv and JSON cannot hold them
+        clips = [p for p in clips if valid_name(p.name)]
+        if not clips:
+            raise BeetNetError(f"no {{recording}}_{{k}}.wav clips in {clips_dir}: run the download step first")
+        feature_hash, clips_hash = stable_hash(features), content_hash(clips)
+        split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
+                        if split else {"all": "test"})
+        split_recs = (lambda recs: split_recordings(recs, data)) if split else (lambda recs: dict.fromkeys(recs, "test"))
+        reason = _stale_reason(out, features, clips_hash, split_config)
+        if reason is None:
+            cache = _verified(out)
+            if isinstance(cache, MelCache):
+                log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
+                return cache
+            reason = f"the cache is damaged: {cache}"
+        log(f"building mel cache {out}: {reason}")
 
-    # Split first (recordings are known from the names), so the cache is written in split order.
-    split_of = split_recs([parse_clip_name(p.name)[0] for p in clips])
-    clips = sorted(clips, key=lambda p: SPLITS.index(split_of[parse_clip_name(p.name)[0]]))
-    mels = np.empty((len(clips), features.n_mels, features.n_frames), np.float16)
-    keep: list[int] = []
-    skipped: Counter = Counter({"not named {recording}_{k}.wav": len(others)} if others else {})
-    fixed: Counter = Counter()
-    skipped_files: list[tuple[str, str]] = []
-    workers = os.cpu_count() or 1 if workers is None else workers
-    with tqdm(total=len(clips), desc="mel spectrograms", unit="clip", disable=not progress) as bar:
-        for start, (chunk_mels, kept, skips, fixes) in _featurise_all(clips, features, workers):
-            mels[len(keep):len(keep) + len(kept)] = chunk_mels
-            keep.extend(start + k for k in kept)
-            for name, why in skips:
-                skipped[why] += 1
-                skipped_files.append((name, why))
-            fixed.update(fixes)
-            bar.update(min(_CHUNK, len(clips) - start))
-    if not keep:
-        raise BeetNetError(f"every clip in {clips_dir} was skipped ({dict(skipped)}): nothing to cache")
-    mels = mels[: len(keep)]
-    names = [clips[i].name for i in keep]
-    recordings = [parse_clip_name(n)[0] for n in names]
-    if set(recordings) != set(split_of):  # a whole recording was skipped: split what is left again
-        split_of = split_recs(recordings)
-        order = sorted(range(len(names)), key=lambda i: SPLITS.index(split_of[recordings[i]]))
-        mels, names, recordings = mels[order], [names[i] for i in order], [recordings[i] for i in order]
-    splits = np.array([split_of[r] for r in recordings])
-    n_train = int((splits == "train").sum())
-    mean, std = db_stats(mels[:n_train] if n_train else mels)
-    mels = np.ascontiguousarray(mels)
-    index = io.StringIO(newline="")
-    w = csv.writer(index)
-    w.writerow(["name", "recording", "split"])
-    w.writerows(zip(names, recordings, splits))
-    index_bytes = index.getvalue().encode()
-    meta = {
-        "beetnet": "cache", "version": CACHE_VERSION, "index_hash": _digest(index_bytes), "mels_hash": _digest(mels),
-        "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
-        "clips_dir": str(clips_dir), "split_config": split_config,
-        "stats": {"mean": mean, "std": std, "fitted_on": "train" if n_train else "all (evaluation only)"},
-        "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
-        "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                     "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},
-    }
-    with atomic_dir(out) as staging:
-        np.save(staging / "mels.npy", mels)
-        (staging / "index.csv").write_bytes(index_bytes)
-        (staging / "meta.json").write_text(json.dumps(meta, indent=2))
-    total_skips = sum(skipped.values())
-    log(f"cached {len(names)} clips; skipped {total_skips}" + (f" ({dict(skipped)})" if total_skips else "")
-        + (f"; fixed {dict(fixed)}" if fixed else ""))
-    return MelCache(out, mels, names, np.array(recordings), splits, meta)
+        # Split first (recordings are known from the names), so the cache is written in split order.
+        split_of = split_recs([parse_clip_name(p.name)[0] for p in clips])
+        clips = sorted(clips, key=lambda p: SPLITS.index(split_of[parse_clip_name(p.name)[0]]))
+        mels = np.empty((len(clips), features.n_mels, features.n_frames), np.float16)
+        keep: list[int] = []
+        skipped: Counter = Counter({"not named {recording}_{k}.wav": len(others)} if others else {})
+        skipped[BAD_NAME] += len(badly_named)
+        skipped = +skipped  # no zero counts
+        fixed: Counter = Counter()
+        skipped_files: list[tuple[str, str]] = [(ascii(p.name), BAD_NAME) for p in badly_named]
+        workers = os.cpu_count() or 1 if workers is None else workers
+        with tqdm(total=len(clips), desc="mel spectrograms", unit="clip", disable=not progress) as bar:
+            for start, (chunk_mels, kept, skips, fixes) in _featurise_all(clips, features, workers):
+                mels[len(keep):len(keep) + len(kept)] = chunk_mels
+                keep.extend(start + k for k in kept)
+                for name, why in skips:
+                    skipped[why] += 1
+                    skipped_files.append((name, why))
+                fixed.update(fixes)
+                bar.update(min(_CHUNK, len(clips) - start))
+        if not keep:
+            raise BeetNetError(f"every clip in {clips_dir} was skipped ({dict(skipped)}): nothing to cache")
+        mels = mels[: len(keep)]
+        names = [clips[i].name for i in keep]
+        recordings = [parse_clip_name(n)[0] for n in names]
+        if set(recordings) != set(split_of):  # a whole recording was skipped: split what is left again
+            split_of = split_recs(recordings)
+            order = sorted(range(len(names)), key=lambda i: SPLITS.index(split_of[recordings[i]]))
+            mels, names, recordings = mels[order], [names[i] for i in order], [recordings[i] for i in order]
+        splits = np.array([split_of[r] for r in recordings])
+        n_train = int((splits == "train").sum())
+        mean, std = db_stats(mels[:n_train] if n_train else mels)
+        mels = np.ascontiguousarray(mels)
+        index = io.StringIO(newline="")
+        w = csv.writer(index)
+        w.writerow(["name", "recording", "split"])
+        w.writerows(zip(names, recordings, splits))
+        index_bytes = index.getvalue().encode()
+        meta = {
+            "beetnet": "cache", "version": CACHE_VERSION, "index_hash": _digest(index_bytes), "mels_hash": _digest(mels),
+            "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
+            "clips_dir": str(clips_dir), "split_config": split_config,
+            "stats": {"mean": mean, "std": std, "fitted_on": "train" if n_train else "all (evaluation only)"},
+            "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
+            "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                         "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},
+        }
+        with atomic_dir(out) as staging:
+            np.save(staging / "mels.npy", mels)
+            (staging / "index.csv").write_bytes(index_bytes)
+            (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        total_skips = sum(skipped.values())
+        log(f"cached {len(names)} clips; skipped {total_skips}" + (f" ({dict(skipped)})" if total_skips else "")
+            + (f"; fixed {dict(fixed)}" if fixed else ""))
+        return MelCache(out, mels, names, np.array(recordings), splits, meta)
+
+

@@ -19,6 +19,7 @@ import nbformat
 from nbclient import NotebookClient
 
 from .evaluate import markdown_table
+from .storage import claim_dir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -79,7 +80,7 @@ def run_notebook(notebook: Path, executed: Path, env: dict[str, str], name: str,
 def run_notebooks(out: Path, profile: str = "demo", steps: tuple[Step, ...] = STEPS,
                   notebooks_dir: Path = REPO / "notebooks", extra_env: dict[str, str] | None = None) -> Path:
     """Run the notebooks in order, each with BEETNET_PROFILE and BEETNET_HOME in its kernel's environment."""
-    out = Path(out).resolve()
+    out = claim_dir(Path(out).resolve(), "demo")  # never a folder of other files: the repository's root, say
     for folder in (out / "notebooks", out / "figures"):  # fail here, before any kernel starts
         folder.mkdir(parents=True, exist_ok=True)
     base = dict(os.environ) | {"BEETNET_PROFILE": profile, "BEETNET_HOME": str(out)}

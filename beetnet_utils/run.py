@@ -20,7 +20,7 @@ import torch
 from .config import Config
 from .model import build_model, refine as fit_codes
 from .runtime import device as pick_device
-from .storage import MARKERS, BeetNetError, atomic_write, check_not_inside, claim_output, owned
+from .storage import BeetNetError, atomic_write, check_array, claim_dir
 
 CHECKPOINT_FORMAT = 2
 CHECKPOINTS = ("last", "best")
@@ -39,24 +39,40 @@ def save_checkpoint(ckpt: dict, path: Path) -> Path:
     return atomic_write(path, lambda tmp: tmp.write_bytes(buf.getbuffer()))
 
 
+REQUIRED = ("config", "stats", "cache_key", "epoch", "history", "best_val", "model", "optimizer", "scaler", "rng")
+
+
+class ForeignCheckpoint(BeetNetError):
+    """A checkpoint that reads, but not as this version's: never skipped, never overwritten."""
+
+
 def _read(path: Path) -> dict:
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"not a BeetNet checkpoint of format {CHECKPOINT_FORMAT}")
+    if not isinstance(ckpt, dict) or "format" not in ckpt:
+        raise ForeignCheckpoint(f"{path} is not a BeetNet checkpoint: move it away, or train into a new --run folder")
+    missing = [k for k in REQUIRED if k not in ckpt]
+    if ckpt["format"] != CHECKPOINT_FORMAT or missing:
+        what = (f"of format {ckpt['format']!r}, not {CHECKPOINT_FORMAT}" if ckpt["format"] != CHECKPOINT_FORMAT
+                else f"without {', '.join(missing)}")
+        raise ForeignCheckpoint(f"{path} is a checkpoint {what}: another version of BeetNet wrote it; use that "
+                                "version, or train into a new --run folder (this one is left as it is)")
     return ckpt
 
 
 def load_checkpoint(run_dir: Path, name: str = "last", log=print) -> dict | None:
-    """The checkpoint `name`; for `last`, the newest intact one (falling back to `best.pt`). None if none.
+    """The checkpoint `name`, else the other one, with a warning. None if there is none.
 
     A torn file (a copy or a Drive mount that died mid-write) is skipped with a warning, never fatal.
+    A checkpoint of another version (ForeignCheckpoint) is refused: training over it would destroy it.
     """
-    for candidate in (CHECKPOINTS if name == "last" else (name,)):
+    for candidate in (name, *(c for c in CHECKPOINTS if c != name)):
         path = Path(run_dir) / f"{candidate}.pt"
         if not path.is_file():
             continue
         try:
             ckpt = _read(path)
+        except ForeignCheckpoint:
+            raise
         except Exception as exc:
             log(f"warning: {path} is unreadable ({type(exc).__name__}: {str(exc)[:80]}); trying the next checkpoint")
             continue
@@ -68,12 +84,7 @@ def load_checkpoint(run_dir: Path, name: str = "last", log=print) -> dict | None
 
 def claim_run_dir(run_dir: Path, cache_dir: Path) -> Path:
     """A run folder is new, empty or already a run (its run.json says so), and never the cache or inside it."""
-    run_dir = claim_output(run_dir, "run")
-    check_not_inside(run_dir, cache_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if not owned(run_dir, "run"):
-        atomic_write(run_dir / MARKERS["run"], lambda p: p.write_text(json.dumps({"beetnet": "run"})))
-    return run_dir
+    return claim_dir(run_dir, "run", cache_dir)
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
@@ -107,7 +118,11 @@ class Run:
 
     def __init__(self, ckpt: dict, path: Path, device: torch.device):
         self.path, self.device = path, device
-        self.config = Config.from_dict(ckpt["config"])
+        try:
+            self.config = Config.from_dict(ckpt["config"])
+        except (TypeError, ValueError) as exc:
+            raise ForeignCheckpoint(f"{path}: {exc}; another version of BeetNet wrote this run: use that version, "
+                                    "or train a new run") from None
         self.stats = ckpt["stats"]
         self.history: list[dict] = ckpt["history"]
         self.epoch: int = ckpt["epoch"]
@@ -115,8 +130,10 @@ class Run:
         self.model = build_model(self.config).to(device).eval()
         self.model.load_state_dict(ckpt["model"])
 
-    def _batch(self, x: Any, item_dims: int) -> tuple[torch.Tensor, bool]:
-        """A batch on the model's device, and whether `x` was a single item."""
+    def _batch(self, x: Any, item: tuple[int, ...], where: str, expected: str) -> tuple[torch.Tensor, bool]:
+        """A batch on the model's device, and whether `x` was a single item of shape `item`."""
+        check_array(x, where, expected, item)
+        item_dims = len(item)
         t = torch.as_tensor(x if torch.is_tensor(x) else np.asarray(x), dtype=torch.float32)
         single = t.dim() == item_dims
         return (t.unsqueeze(0) if single else t).to(self.device), single
@@ -133,7 +150,8 @@ class Run:
         With `refine_steps` in the config (preset `best`), each code is then fitted to its clip by
         L1 descent through the frozen decoder; `refine=False` gives the plain encoder's code.
         """
-        x, single = self._batch(mel_db, 2)
+        shape = self.config.features.shape
+        x, single = self._batch(mel_db, shape, "Run.encode", f"dB spectrogram(s) of shape (…, {shape[0]}, {shape[1]})")
         x = (x - self.stats["mean"]) / self.stats["std"]
         m = self.config.model
         if refine and m.refine_steps > 0:
@@ -146,7 +164,8 @@ class Run:
     @torch.no_grad()
     def decode(self, z: Any) -> torch.Tensor:
         """latent(s) -> dB spectrogram(s), clamped to the feature range, on the CPU."""
-        t, single = self._batch(z, 1)
+        d = self.config.model.latent_dim
+        t, single = self._batch(z, (d,), "Run.decode", f"latent code(s) of shape (…, {d})")
         y = self.model.decode(t).float() * self.stats["std"] + self.stats["mean"]
         y = y.clamp(*self.config.features.db_range).cpu()
         return y[0] if single else y

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from .storage import BeetNetError, atomic_dir
+from .storage import BeetNetError, atomic_dir, atomic_write
 
 DEVICES = ("cpu", "cuda")
 CONTENT_ROOT_ENV, KAGGLE_ROOT_ENV = "BEETNET_CONTENT_ROOT", "BEETNET_KAGGLE_ROOT"
@@ -233,17 +233,11 @@ def mount_drive(env: Environment, timeout_s: float = 120.0) -> bool:
 
 def backup_cache(cache_dir: Path, archive: Path) -> Path:
     """Pack the cache folder into one uncompressed tar (Drive is slow with many files), atomically."""
-    archive.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=archive.parent, prefix=f".{archive.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    def pack(tmp: Path) -> None:
         with tarfile.open(tmp, "w") as tar:
             tar.add(cache_dir, arcname=cache_dir.name)
-        os.replace(tmp, archive)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return archive
+
+    return atomic_write(archive, pack)
 
 
 def restore_cache(archive: Path, cache_dir: Path) -> bool:

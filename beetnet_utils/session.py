@@ -7,13 +7,14 @@ environment's), so a notebook cell and a shell command cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from .config import DEFAULT_PRESET, PROFILE_ENV, PRESETS, Config, get_config, with_preset
-from .data import ClipFolder, describe, download
+from .data import SOURCES, ClipFolder, describe, download
 from .evaluate import evaluate, evaluate_clips, save_report
 from .features import MelCache, build_cache, load_cache
 from .generate import generation_report
@@ -26,6 +27,60 @@ from .train import train
 # The kernel's environment steers a session (make demo and the tests set these; a person need not).
 PRESET_ENV, MINUTES_ENV = "BEETNET_PRESET", "BEETNET_MINUTES"
 SOURCE_ENV, EPOCHS_ENV = "BEETNET_SOURCE", "BEETNET_EPOCHS"  # change the profile's clip source and epochs
+HOME_ENV = "BEETNET_HOME"  # one folder for clips, cache and runs (runtime.paths)
+
+
+@dataclass(frozen=True)
+class Steering:
+    """What the BEETNET_* variables of the kernel's environment ask for, each checked where it is read:
+    a bad value is one line naming the variable, not a traceback three cells later."""
+
+    preset: str | None = None
+    source: str | None = None
+    epochs: int | None = None
+    minutes: float | None = None
+
+    @classmethod
+    def read(cls, environ: Mapping[str, str]) -> "Steering":
+        def bad(name: str, wanted: str) -> BeetNetError:
+            return BeetNetError(f"{name}={environ[name]!r} is not {wanted}: fix or unset it")
+
+        preset, source = environ.get(PRESET_ENV) or None, environ.get(SOURCE_ENV) or None
+        if preset is not None and preset not in PRESETS:
+            raise bad(PRESET_ENV, f"a preset ({', '.join(PRESETS)})")
+        if source is not None and source not in SOURCES:
+            raise bad(SOURCE_ENV, f"a clip source ({', '.join(SOURCES)})")
+        epochs = minutes = None
+        if environ.get(EPOCHS_ENV):
+            try:
+                epochs = int(environ[EPOCHS_ENV])
+            except ValueError:
+                epochs = 0
+            if epochs < 1:
+                raise bad(EPOCHS_ENV, "a whole number of epochs, at least 1")
+        if environ.get(MINUTES_ENV):
+            try:
+                minutes = float(environ[MINUTES_ENV])
+            except ValueError:
+                minutes = math.nan
+            if not (minutes > 0 and math.isfinite(minutes)):
+                raise bad(MINUTES_ENV, "a positive number of minutes")
+        return cls(preset, source, epochs, minutes)
+
+
+def check_home(home: str | None) -> None:
+    """BEETNET_HOME (runtime.detect reads it), when set, must be a folder BeetNet can make and write."""
+    if not home:
+        return
+    path = Path(home).expanduser()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".beetnet-write-test-{os.getpid()}"
+        probe.touch()
+        probe.unlink()
+    except OSError as exc:
+        raise BeetNetError(f"{HOME_ENV}={home!r} cannot be used as BeetNet's folder ({exc.strerror or exc}): "
+                           "point it at a folder you can write, or unset it") from None
 
 
 @dataclass
@@ -140,15 +195,17 @@ def start(profile: str | None = None, environ: Mapping[str, str] | None = None) 
     env = detect(environ)
     mounted = mount_drive(env)
     os.environ.update(colab_secrets(env, environ))
+    steer = Steering.read(environ)
     cfg = get_config(profile or environ.get(PROFILE_ENV) or ("full" if env.hosted else "demo"))
-    if environ.get(SOURCE_ENV):
-        cfg = cfg.replace(data={"source": environ[SOURCE_ENV]})
-    if environ.get(EPOCHS_ENV):
-        cfg = cfg.replace(train={"epochs": int(environ[EPOCHS_ENV])})
-    minutes = float(environ[MINUTES_ENV]) if environ.get(MINUTES_ENV) else None
+    if steer.source:
+        cfg = cfg.replace(data={"source": steer.source})
+    if steer.epochs:
+        cfg = cfg.replace(train={"epochs": steer.epochs})
+    minutes = steer.minutes
     where = paths(env, drive_mounted=mounted, source=cfg.data.source)
+    check_home(env.home_override)
     for run in adopt_attached_runs(env, where.runs):
         print(f"an earlier version's run was attached as input: copied to {run} to resume it")
-    session = Session(env, where, cfg, environ.get(PRESET_ENV, DEFAULT_PRESET), minutes)
+    session = Session(env, where, cfg, steer.preset or DEFAULT_PRESET, minutes)
     print(session.describe())
     return session

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import fcntl
 import hashlib
 import json
 import os
@@ -21,12 +22,14 @@ import time
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterable, Iterator
 
+import numpy as np
+
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _LEGACY_STAGING_AGE_S = 24 * 3600  # staging of versions that did not put a PID in the name: stale after a day
 
 # The marker file each kind of output carries. A folder with one of these, holding a JSON object whose
 # "beetnet" is the kind, is BeetNet's: it may be replaced, and it is never read as input audio.
-MARKERS = {"clips": "manifest.json", "cache": "meta.json", "run": "run.json"}
+MARKERS = {"clips": "manifest.json", "cache": "meta.json", "run": "run.json", "demo": "demo.json"}
 # Markers written before they named their kind are recognised by these keys.
 _LEGACY_KEYS = {"clips": {"key", "skipped"}, "cache": {"feature_hash", "clips_hash", "split_config"}}
 _LEFTOVER = re.compile(r"^\..+\.(staging|old)-\d+(-.*)?$")  # what atomic_dir and atomic_write leave when killed
@@ -46,6 +49,22 @@ def disk_full_error(exc: OSError, target: Path) -> BeetNetError | None:
         return BeetNetError(f"disk full while writing {target}: free some space and run again "
                             f"(nothing was replaced; the previous copy, if any, is intact)")
     return None
+
+
+# --- what a user hands in ---------------------------------------------------------------------
+
+def check_array(x, where: str, expected: str, trailing: tuple[int | None, ...] = ()) -> None:
+    """Refuse, in one line, an array (numpy or torch) whose last dimensions are not `trailing` (None: any
+    size) or that holds NaN or infinity: one NaN bin turns a whole inversion into NaN, a NaN waveform
+    into a full-scale click, a wrong shape into a raw torch error deep inside a model."""
+    shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+    tail = shape[len(shape) - len(trailing):] if len(shape) >= len(trailing) else ()
+    if not shape or len(tail) != len(trailing) or any(w is not None and g != w for g, w in zip(tail, trailing)):
+        raise BeetNetError(f"{where} expects {expected}, not an array of shape {shape}")
+    values = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
+    bad = int(values.size - np.isfinite(values).sum())
+    if bad:
+        raise BeetNetError(f"{where} expects {expected} of finite values: this one holds {bad} NaN or infinite")
 
 
 # --- reading ----------------------------------------------------------------------------------
@@ -80,7 +99,7 @@ def content_hash(paths: Iterable[Path], name: Callable[[Path], str] = lambda p: 
     hardware on most CPUs, twice blake2b's speed here; threads were slower on 2 busy cores."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(name(p).encode() + b"\0" + _file_digest(p))
+        h.update(name(p).encode("utf-8", "surrogateescape") + b"\0" + _file_digest(p))  # any file name
     return h.hexdigest()[:32]
 
 
@@ -126,6 +145,17 @@ def claim_output(path: Path, kind: str, marker: str | None = None) -> Path:
     if any(path.iterdir()) and not owned(path, kind, marker):
         raise BeetNetError(f"{path} holds files BeetNet did not write (no {kind} {marker}): choose a new or "
                            "empty folder as the output (nothing was changed)")
+    return path
+
+
+def claim_dir(path: Path, kind: str, *inputs: Path) -> Path:
+    """`claim_output` and `check_not_inside(path, *inputs)`, then make the folder and mark it as BeetNet's
+    `kind`: for folders written in place, file by file (a run, make demo's output), not replaced whole."""
+    path = claim_output(path, kind)
+    check_not_inside(path, *inputs)
+    path.mkdir(parents=True, exist_ok=True)
+    if not owned(path, kind):
+        atomic_write(path / MARKERS[kind], lambda p: p.write_text(json.dumps({"beetnet": kind})))
     return path
 
 
@@ -251,12 +281,24 @@ def _fsync_tree(folder: Path) -> None:
                 os.fsync(fh.fileno())
 
 
+def _mode_for(target: Path, default: int) -> int:
+    """The permissions a replacement of `target` gets: the old one's, or those the umask gives a new file or
+    folder (`default` less the umask), not the 0600/0700 of a temporary file or folder."""
+    try:
+        return stat.S_IMODE(os.stat(target).st_mode)
+    except OSError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return default & ~umask
+
+
 def atomic_write(target: Path, write: Callable[[Path], None]) -> Path:
     """Call `write(tmp)` on a temporary file beside `target`, fsync it, then rename it over `target`."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     recover(target)
     fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=_staging_prefix(target))
+    os.fchmod(fd, _mode_for(target, 0o666))
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -283,14 +325,70 @@ def atomic_dir(target: Path) -> Iterator[Path]:
     if os.path.lexists(target) and not target.is_dir():
         raise BeetNetError(f"{target} exists and is not a folder: choose a new folder as the output "
                            "(nothing was changed)")
-    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_staging_prefix(target)))
+    with writer_lock(target):
+        staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=_staging_prefix(target)))
+        staging.chmod(_mode_for(target, 0o777))
+        try:
+            yield staging
+            _fsync_tree(staging)
+            replace_dir(staging, target)
+        except OSError as exc:
+            _remove(staging)
+            raise (disk_full_error(exc, target) or exc) from exc
+        except BaseException:
+            _remove(staging)
+            raise
+
+
+def _describe_process(pid: int) -> str:
     try:
-        yield staging
-        _fsync_tree(staging)
-        replace_dir(staging, target)
-    except OSError as exc:
-        _remove(staging)
-        raise (disk_full_error(exc, target) or exc) from exc
-    except BaseException:
-        _remove(staging)
-        raise
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
+    except OSError:
+        cmd = ""
+    return f"process {pid}" + (f" ({cmd[:120]})" if cmd else "")
+
+
+_HELD: set[Path] = set()  # the lock files this process holds
+
+
+@contextlib.contextmanager
+def writer_lock(target: Path) -> Iterator[None]:
+    """Hold an OS lock on `target` while writing it; a second writer is refused at once, naming the first.
+
+    The lock is `flock` on `.NAME.lock` beside the target: the kernel releases it when its process
+    dies, however it dies, so a killed run never leaves a folder locked. The file is removed on release;
+    a process that locked a file just removed (its inode no longer at the path) tries again.
+    """
+    target = Path(target)
+    path = target.parent / f".{target.name}.lock"
+    key = path.resolve()
+    if key in _HELD:  # this process holds it already (a build that locks early, then writes through atomic_dir)
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            who = _describe_process(int(holder)) if holder.isdigit() else "another process"
+            raise BeetNetError(f"{target} is being written by {who}: wait for it to finish, or stop it, "
+                               "then run again (nothing was changed)") from None
+        try:
+            if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _HELD.add(key)
+        yield
+    finally:
+        _HELD.discard(key)
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)

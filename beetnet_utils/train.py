@@ -29,7 +29,7 @@ from .model import Autoencoder, build_model
 from .plots import loss_curves
 from .run import CHECKPOINT_FORMAT, check_resumable, claim_run_dir, load_checkpoint, save_checkpoint
 from .runtime import device as pick_device
-from .storage import BeetNetError, atomic_write
+from .storage import BeetNetError, atomic_write, writer_lock
 
 Log = Callable[[str], None]
 
@@ -122,6 +122,10 @@ def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_trai
         torch.cuda.set_rng_state_all(rng["cuda"])
     state.history, state.best_val = ckpt["history"], ckpt["best_val"]
     log(f"resuming {run_dir} after epoch {ckpt['epoch']} (best val L1 {state.best_val:.4f})")
+    planned = ckpt["config"]["train"].get("epochs", tc.epochs)
+    if tc.schedule == "cosine" and planned != tc.epochs:
+        log(f"note: this run was training to {planned} epochs and now to {tc.epochs}: its cosine schedule changes "
+            f"from epoch {ckpt['epoch'] + 1} on, so it will not match a run started with {tc.epochs}")
     return state
 
 
@@ -243,9 +247,17 @@ def split_tensors(cache: MelCache, dev: torch.device) -> tuple[torch.Tensor, tor
 
 def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None, progress: bool = True,
           log: Log = print) -> list[dict]:
-    """Train (or resume) the model `cfg` describes on `cache`'s train split; returns the history."""
-    tc, model = cfg.train, new_model(cfg)
+    """Train (or resume) the model `cfg` describes on `cache`'s train split; returns the history.
+    The run folder is locked while it trains: a second process on it is refused, naming the first."""
+    model = new_model(cfg)
     run_dir = claim_run_dir(run_dir, cache.path)
+    with writer_lock(run_dir):
+        return train_locked(cache, run_dir, cfg, model, device, progress, log)
+
+
+def train_locked(cache: MelCache, run_dir: Path, cfg: Config, model: Autoencoder, device: str | None,
+                 progress: bool, log: Log) -> list[dict]:
+    tc = cfg.train
     dev = pick_device(device)
     precision = Precision.choose(dev, tc.amp)
     x_train, x_val = split_tensors(cache, dev)
