@@ -342,3 +342,72 @@ def test_generation_report_rows_and_the_copying_it_reveals(run, mid_cache):
     x = mid_cache.db("test")[:5]
     np.testing.assert_allclose(nearest_distance(x, mid_cache.db("test")), 0.0, atol=1e-6)  # itself is nearest
     assert "| prior mixture |" in realism_table({"r": report})
+
+
+# --- priors: what makes each one that prior, on synthetic codes whose truth is known ------------------
+
+def within_sampling_error(estimate, truth, sigma, n: int, k: float = 4.0) -> bool:
+    """`estimate` of `truth` from n draws of spread `sigma`: within k standard errors, every element."""
+    return bool(np.all(np.abs(np.asarray(estimate) - truth) <= k * np.asarray(sigma) / np.sqrt(n)))
+
+
+def test_priors_gaussian_samples_have_the_codes_mean_and_covariance():
+    from beetnet_utils.generate import GaussianPrior, fit_prior
+
+    rng = np.random.default_rng(0)
+    mix = np.array([[3.0, 0.0, 0.0], [1.5, 1.0, 0.0], [0.0, -0.4, 0.5]])  # correlated, spreads 3, 1.8 and 0.6
+    z = rng.normal(size=(3000, 3)) @ mix.T + [5.0, -2.0, 1.0]
+    prior = fit_prior("gaussian", z)
+    assert isinstance(prior, GaussianPrior)
+    n, mean, cov = 40_000, z.mean(0), np.cov(z.T)
+    for t in (1.0, 0.5):
+        s = prior.sample(n, seed=1, temperature=t)
+        assert within_sampling_error(s.mean(0), mean, t * np.sqrt(np.diag(cov)), n)
+        spread = t ** 2 * np.sqrt(np.outer(np.diag(cov), np.diag(cov)) + cov ** 2)  # each covariance's own spread
+        assert within_sampling_error(np.cov(s.T), t ** 2 * cov, spread, n), (np.cov(s.T), t ** 2 * cov)
+    assert np.allclose(prior.sample(5, temperature=0.0), mean)
+
+
+def test_priors_mixture_draws_from_every_component_in_proportion_to_its_weight():
+    from beetnet_utils.generate import MixturePrior, fit_prior
+
+    rng = np.random.default_rng(0)
+    centres, sizes, spread = np.array([[0.0, 0, 0], [30, 0, -10], [-20, 25, 10]]), (100, 50, 25), [1.0, 2.0, 0.5]
+    clusters = [c + rng.normal(size=(m, 3)) * spread for c, m in zip(centres, sizes)]
+    z = np.concatenate(clusters)  # 175 codes: 3 components
+    prior = fit_prior("mixture", z)
+    assert isinstance(prior, MixturePrior) and len(prior.weights) == 3
+    order = [int(np.argmin(np.linalg.norm(prior.means - c, axis=1))) for c in centres]  # component of each cluster
+    np.testing.assert_allclose(prior.means[order], [c.mean(0) for c in clusters], atol=1e-3)
+    np.testing.assert_allclose(prior.weights[order], np.array(sizes) / 175, atol=1e-3)
+    n = 20_000
+    for t in (1.0, 0.5):
+        s = prior.sample(n, seed=1, temperature=t)
+        nearest = np.argmin(np.linalg.norm(s[:, None] - prior.means[None], axis=2), axis=1)
+        share = np.bincount(nearest, minlength=3) / n
+        assert within_sampling_error(share, prior.weights, np.sqrt(prior.weights * (1 - prior.weights)), n), share
+        for j, cluster in zip(order, clusters):  # each component keeps its cluster's spread, scaled by the temperature
+            np.testing.assert_allclose((s[nearest == j] - prior.means[j]).std(0), t * cluster.std(0), rtol=0.05)
+
+
+def test_priors_kde_samples_are_train_codes_plus_noise_of_its_bandwidth_in_each_dimension():
+    from beetnet_utils.generate import KernelPrior, fit_prior
+
+    points, copies = np.array([[0.0, 0.0], [20.0, 0.0], [0.0, 2.0], [20.0, 2.0]]), np.array([400, 300, 200, 100])
+    z = np.repeat(points, copies, axis=0)  # 1000 codes at 4 places
+    prior = fit_prior("kde", z)
+    assert isinstance(prior, KernelPrior)
+    silverman = (4 / (2 + 2)) ** (1 / 6) * 1000 ** (-1 / 6)  # Silverman's rule for 1000 codes in 2 dimensions
+    np.testing.assert_allclose(prior.bandwidth, silverman * z.std(0))  # 3.1 and 0.31: 3 of them between places
+    n = 20_000
+    for t in (1.0, 0.5):
+        s = prior.sample(n, seed=1, temperature=t)
+        nearest = np.argmin(np.abs((s[:, None] - points[None]) / prior.bandwidth).sum(2), axis=1)
+        share = np.bincount(nearest, minlength=4) / n
+        p = copies / copies.sum()  # a train code picked at random: a place as often as it holds codes
+        assert within_sampling_error(share, p, np.sqrt(p * (1 - p)), n), share
+        noise = s - points[nearest]
+        np.testing.assert_allclose(noise.std(0), t * prior.bandwidth, rtol=0.05)
+        assert within_sampling_error(noise.mean(0), 0.0, t * prior.bandwidth, n)
+    cold = prior.sample(50, seed=2, temperature=0.0)
+    assert all((np.abs(points - row).sum(1) == 0).any() for row in cold)  # exactly train codes
