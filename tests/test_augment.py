@@ -119,12 +119,34 @@ def test_eq_weighs_each_cosine_within_the_limit_and_differently_for_each_clip():
     assert len(torch.unique(amounts[:, 0])) == 200
 
 
+ALONE = {  # Augment's settings with one move on, and that move by itself, seeded as Augment seeds it (seed + k)
+    "time": ({"shift_frames": 6}, lambda: TimeShift(6, 5)),
+    "mel": ({"shift_mels": 3}, lambda: MelShift(3, 6)),
+    "gain": ({"gain_db": 6.0}, lambda: Gain(6.0, STD, 7)),
+    "tilt": ({"tilt_db": 6.0}, lambda: Tilt(6.0, STD, 8)),
+    "eq": ({"eq_db": 2.0}, lambda: EQ(2.0, STD, 9)),
+}
+
+
+def augment(shift_frames: int = 0, shift_mels: int = 0, gain_db: float = 0.0, tilt_db: float = 0.0,
+            eq_db: float = 0.0) -> Augment:
+    return Augment(shift_frames, shift_mels, gain_db, tilt_db, STD, seed=5, eq_db=eq_db)
+
+
+@pytest.mark.parametrize("kind", ALONE)
+def test_augment_makes_each_move_it_is_given_with_its_own_amount_and_generator(kind):
+    """Each setting reaches its own move (a preset keeps its draws when another move is switched on or off)."""
+    settings, alone = ALONE[kind]
+    chained, plain = augment(**settings), alone()
+    outs = [chained(batch(i)) for i in range(4)]
+    assert all(torch.equal(out, plain(batch(i))) for i, out in enumerate(outs))
+    assert not all(torch.equal(out, batch(i)) for i, out in enumerate(outs))  # it moved something
+
+
 def test_augment_chains_only_the_moves_switched_on_each_from_its_own_generator():
-    off = Augment(0, 0, 0.0, 0.0, STD, seed=5)
+    off = augment()
     x = batch()
     assert off(x) is x
-    time_only, plain = Augment(6, 0, 0.0, 0.0, STD, seed=5), TimeShift(6, 5)
-    assert all(torch.equal(time_only(batch(i)), plain(batch(i))) for i in range(4))  # a preset keeps its draws
     every, again = Augment(6, 3, 6.0, 6.0, STD, seed=5, eq_db=2.0), Augment(6, 3, 6.0, 6.0, STD, seed=5, eq_db=2.0)
     y = every(batch())
     assert y.shape == x.shape and not torch.equal(y, TimeShift(6, 5)(batch()))
