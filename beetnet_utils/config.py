@@ -85,8 +85,8 @@ class ModelConfig:
     refine_steps: int = 0  # encode time: steps of L1 descent on z through the frozen decoder
     refine_lr: float = 0.05
     pca_shifts: tuple[int, ...] = ()  # best: fit the initial PCA also on copies moved ±s frames in time
-    envelope_dims: int = 0  # best, local: start this many latent directions at the clip's smooth spectral envelope
-    local_channels: int = 0  # local: numbers per step of the code along time (the rest of the latent / this = steps)
+    envelope_dims: int = 0  # best, local: latent directions that start at the clip's smooth spectral envelope (local: at a latent of 256; smaller ones scale, model.LocalLayout)
+    local_channels: int = 0  # local: numbers per step along time at a latent of 256 (the rest / this = steps); a smaller latent keeps the steps, with fewer numbers each
     local_kernel: int = 24  # local: frames each step's pattern reaches
 
 
