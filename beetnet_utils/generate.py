@@ -11,7 +11,8 @@ samples into spectrograms. Three priors, chosen by how real their samples look (
 Every prior samples with a `temperature`: the spread around its centre(s) is scaled by it.
 
 `generation_report` measures the samples of every prior, and the midpoints of interpolations,
-with the same two-sample test and Fréchet distance as the decoder's own gap.
+with the same two-sample test and Fréchet distance as the decoder's own gap: it makes the codes,
+reconstructions and samples, and `realism.realism_report` splits them by recording into the rows.
 """
 from __future__ import annotations
 
@@ -20,7 +21,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .realism import FeatureSpace, compare
+from .features import MelCache
+from .realism import ClipSet, FeatureSpace, realism_report, split_groups
 from .run import Run
 
 
@@ -52,10 +54,14 @@ def interpolate(run: Run, mel_a: np.ndarray, mel_b: np.ndarray, alphas: list[flo
 
 def encode_all(run: Run, mel_db: np.ndarray, batch: int = 256) -> np.ndarray:
     """Latent codes of many clips, in batches: (N, latent) float64."""
+    if not len(mel_db):  # none: still (0, latent)
+        return encode_all(run, np.zeros((1, *mel_db.shape[1:]), np.float32))[:0]
     return np.concatenate([run.encode(mel_db[i:i + batch]).double().numpy() for i in range(0, len(mel_db), batch)])
 
 
 def decode_all(run: Run, z: np.ndarray, batch: int = 256) -> np.ndarray:
+    if not len(z):  # none: still (0, n_mels, frames)
+        return decode_all(run, np.zeros((1, *z.shape[1:])))[:0]
     return np.concatenate([run.decode(torch.as_tensor(z[i:i + batch], dtype=torch.float32)).numpy()
                            for i in range(0, len(z), batch)])
 
@@ -148,6 +154,12 @@ def samples(runs: dict[str, Run], train_db: np.ndarray, n: int = 4, seed: int = 
 
 # --- how real are they? ----------------------------------------------------------------------
 
+def recorded(cache: MelCache, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """The dB clips of `splits` and, beside them, the recording of each: what generation_report takes."""
+    rows = np.concatenate([cache.indices(s) for s in splits])
+    return cache.mels[rows].astype(np.float32), cache.recordings[rows]
+
+
 def nearest_distance(mel_db: np.ndarray, reference_db: np.ndarray, batch: int = 256) -> np.ndarray:
     """Each spectrogram's mean |dB difference| to its nearest reference spectrogram (L1 per bin)."""
     ref = torch.as_tensor(reference_db.reshape(len(reference_db), -1), dtype=torch.float32)
@@ -156,42 +168,42 @@ def nearest_distance(mel_db: np.ndarray, reference_db: np.ndarray, batch: int = 
                            for i in range(0, len(x), batch)])
 
 
-def generation_report(run: Run, train_db: np.ndarray, heldout_db: np.ndarray, priors: tuple[str, ...] = tuple(PRIORS),
-                      temperature: float = 1.0, unseen: int = 200, seed: int = 0) -> dict:
-    """Realism rows of one run: the decoder, each prior and linear midpoints, against a floor.
+def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarray, heldout_db: np.ndarray,
+                      heldout_recordings: np.ndarray, priors: tuple[str, ...] = tuple(PRIORS), temperature: float = 1.0,
+                      unseen: int = 4, reference: int = 400, seed: int = 0) -> dict:
+    """Realism rows of one run (realism.realism_report): the decoder, each prior and midpoints, against a floor.
 
-    `unseen` train clips are kept out of the priors' fit; their reconstructions are what a perfect
-    prior's samples would look like (same decoder, clips it never saw), so:
-      decoder          held-out real clips vs their reconstructions (other clips of the same set)
-      floor            two halves of the unseen reconstructions: what "indistinguishable" reads
-      prior NAME       NAME's samples vs the unseen reconstructions
-      midpoint         decoded (z_a + z_b) / 2 of pairs of unseen clips vs their reconstructions
-    and `nearest_train_db` gives, per set, the mean distance of a spectrogram to the nearest
-    reconstruction of a train clip (what the decoder makes of the codes the prior was fitted on):
-    samples far nearer than held-out reconstructions are copies.
+    Each clip comes with its recording (`recorded(cache, splits)` gives both): the rows compare
+    whole recordings. `unseen` train recordings (leaving the priors at least 2) are kept out of the
+    priors' fit, which takes the others; the feature space is fitted on `reference` of the priors'
+    clips. `nearest_train_db` gives, per set, the mean distance of a spectrogram to the nearest
+    reconstruction of a clip the priors were fitted on: samples far nearer than held-out
+    reconstructions are copies.
     """
-    order = np.random.default_rng(seed).permutation(len(train_db))
-    n_unseen = min(unseen, len(train_db) // 2)
-    unseen_db, fit_db = train_db[order[:n_unseen]], train_db[order[n_unseen:]]
-    space = FeatureSpace.fit(fit_db[:400], run.stats["mean"], run.stats["std"])
-    z_fit, z_unseen = encode_all(run, fit_db), encode_all(run, unseen_db)
-    unseen_recon, heldout_recon = decode_all(run, z_unseen), decode_all(run, encode_all(run, heldout_db))
-    half = n_unseen // 2
-    first, second = unseen_recon[:half], unseen_recon[half:]
-    rows = {"real halves": compare(space, heldout_db[::2], heldout_db[1::2], seed=seed),
-            "decoder": compare(space, heldout_recon[::2], heldout_db[1::2], seed=seed),
-            "floor": compare(space, first, second, seed=seed)}
+    rng = np.random.default_rng(seed)
+    train_recordings = np.asarray(train_recordings)
+    kept = max(0, min(unseen, len(np.unique(train_recordings)) - 2))
+    unseen_rows, fit_rows = split_groups(train_recordings, rng, kept)
+    fit_db = train_db[fit_rows]
+    space = FeatureSpace.fit(fit_db[rng.permutation(len(fit_db))[:reference]], run.stats["mean"], run.stats["std"])
+    z_fit = encode_all(run, fit_db)
     fit_recon = decode_all(run, z_fit)
-    nearest = {"held-out reconstructions": float(nearest_distance(heldout_recon, fit_recon).mean())}
-    for name in priors:
-        sampled = decode_all(run, fit_prior(name, z_fit, seed).sample(half, seed, temperature))
-        rows[f"prior {name}"] = compare(space, sampled, second, seed=seed)
-        nearest[f"prior {name}"] = float(nearest_distance(sampled, fit_recon).mean())
-    pairs = np.random.default_rng(seed + 1).permutation(n_unseen)[: 2 * (half // 2)].reshape(-1, 2)
-    midpoints = decode_all(run, z_unseen[pairs].mean(1))
-    rows["midpoint"] = compare(space, midpoints, second, seed=seed)
-    return {"rows": rows, "nearest_train_db": nearest, "temperature": temperature,
-            "clips": {"fit": len(fit_db), "unseen": n_unseen, "held-out": len(heldout_db)}}
+    heldout = _clip_set(run, heldout_db, np.asarray(heldout_recordings))
+    held_back = _clip_set(run, train_db[unseen_rows], train_recordings[unseen_rows])
+    samples = {name: decode_all(run, fit_prior(name, z_fit, seed).sample(len(unseen_rows), seed, temperature))
+               for name in priors}
+    rows = realism_report(space, heldout, held_back, samples, lambda z: decode_all(run, z), seed=seed)
+    nearest = {"held-out reconstructions": heldout.recon_db} | {f"prior {name}": s for name, s in samples.items()}
+    return {"rows": rows, "temperature": temperature,
+            "nearest_train_db": {k: float(nearest_distance(x, fit_recon).mean()) for k, x in nearest.items()},
+            "clips": {"fit": len(fit_db), "unseen": len(unseen_rows), "held-out": len(heldout_db)},
+            "recordings": {"fit": len(np.unique(train_recordings[fit_rows])), "unseen": kept,
+                           "held-out": len(np.unique(heldout_recordings))}}
+
+
+def _clip_set(run: Run, db: np.ndarray, recordings: np.ndarray) -> ClipSet:
+    codes = encode_all(run, db)
+    return ClipSet(db, recordings, codes, decode_all(run, codes))
 
 
 def realism_table(reports: dict[str, dict]) -> str:
@@ -199,13 +211,22 @@ def realism_table(reports: dict[str, dict]) -> str:
     if not reports:
         return "(too few clips to measure realism: it needs at least 8 held-out and 16 train clips)"
     names = list(reports)
-    rows = list(next(iter(reports.values()))["rows"])
-    head = "| measure | " + " | ".join(f"{n} accuracy | {n} Fréchet" for n in names) + " |"
-    lines = [head, "|---|" + "---:|" * (2 * len(names))]
-    for row in rows:
-        cells = [f"{reports[n]['rows'][row]['accuracy']:.3f} | {reports[n]['rows'][row]['frechet']:.1f}" for n in names]
-        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    first = next(iter(reports.values()))
+    head = "| measure | recordings | " + " | ".join(f"{n} accuracy | {n} Fréchet" for n in names) + " |"
+    lines = [head, "|---|---:|" + "---:|" * (2 * len(names))]
+    for row, measured in first["rows"].items():
+        sides = " v ".join("samples" if r is None else str(len(r)) for r in measured["recordings"])
+        cells = [f"{_figure(reports[n]['rows'][row]['accuracy'], '.3f')} | "
+                 f"{_figure(reports[n]['rows'][row]['frechet'], '.1f')}" for n in names]
+        lines.append(f"| {row} | {sides} | " + " | ".join(cells) + " |")
+    if any(r["accuracy"] is None for rep in reports.values() for r in rep["rows"].values()):
+        lines += ["", "n/m: not measurable: the classifier is fitted and scored on different recordings, so it needs "
+                      "at least 2 on each side (the Fréchet distance, 2 clips)."]
     lines += ["", "| nearest train clip (dB) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for key in next(iter(reports.values()))["nearest_train_db"]:
+    for key in first["nearest_train_db"]:
         lines.append(f"| {key} | " + " | ".join(f"{reports[n]['nearest_train_db'][key]:.2f}" for n in names) + " |")
     return "\n".join(lines)
+
+
+def _figure(x: float | None, spec: str) -> str:
+    return "n/m" if x is None else format(x, spec)

@@ -4,7 +4,9 @@ L1 scores a reconstruction against its own clip; a sampled spectrogram has no cl
 against. So new spectrograms are judged as a set against a set of real ones:
   accuracy  a classifier is fitted to tell the two sets apart on half of each and scored on the
             other half: 0.5 when it cannot, 1.0 when it always can (a classifier two-sample test,
-            Lopez-Paz and Oquab 2017);
+            Lopez-Paz and Oquab 2017). Clips of one recording look alike, so every half is made
+            of whole recordings: a recording on both sides of a comparison reads below 0.5, one in
+            both the classifier's fitting and scoring half above it;
   frechet   the Fréchet distance between Gaussians fitted to the two sets' features (as FID does
             with image features): 0 for equal means and covariances, larger as they part.
 The features (`FeatureSpace`) are PCA-64 of the standardised mel, which sees which notes and
@@ -17,13 +19,15 @@ never more than 0.015 more accurate on any spoilt copy (blurred over 2, 3 or 5 f
 reconstructions, frames shuffled), was 0.025 less so on the 5-frame blur, and took 10 to 15 times as
 long (about 0.4 s against 0.03 s). So logistic regression is the default.
 
-`realism_report` turns these into the rows that locate the gap: real clips against their own
-reconstructions (the decoder), prior samples against reconstructions of clips the prior never saw
-(the prior), and two halves of one set (the floor that finite samples leave).
+`realism_report` turns these into the rows that locate the gap: real clips against reconstructions
+(the decoder), prior samples against reconstructions of recordings the prior never saw (the
+prior), and two halves of one set (the floor that finite samples and few recordings leave).
+`generate.generation_report` gives it a trained run's clips, codes and samples.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable, Mapping
 
 import numpy as np
 
@@ -43,7 +47,7 @@ class FeatureSpace:
     @classmethod
     def fit(cls, reference_db: np.ndarray, mean: float, std: float, k: int = 64) -> "FeatureSpace":
         x = (np.asarray(reference_db, dtype=np.float32) - mean) / std
-        pca = PCA.fit(x, min(k, len(x)))
+        pca = PCA.fit(x, min(k, len(x) - 1))  # centred, n clips span n - 1 directions: z-scores of the next blow up
         raw = cls._raw(x, pca)
         return cls(mean, std, pca, raw.mean(0), raw.std(0) + 1e-8)
 
@@ -71,30 +75,67 @@ def _classifier(model: str, seed: int):
     raise ValueError(f"model must be logistic or mlp, not {model!r}")
 
 
-def two_sample_accuracy(a: np.ndarray, b: np.ndarray, model: str = "logistic", repeats: int = 3,
-                        seed: int = 0) -> float:
+def split_groups(groups: np.ndarray, rng: np.random.Generator,
+                 count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Row indices of two sides that share no group: `count` whole groups drawn at random (default half
+    of them) on the first side, every other group on the second.
+
+    Clips cut from one recording look alike, so a split by rows would put near-twins on both sides.
+    """
+    names = np.unique(groups)
+    first = rng.permutation(names)[: len(names) // 2 if count is None else count]
+    on_first = np.isin(groups, first)
+    return np.flatnonzero(on_first), np.flatnonzero(~on_first)
+
+
+def _balanced(a: np.ndarray, b: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """As many random rows of `a` as of `b` (the smaller count), stacked, with labels 0 and 1: chance is 0.5."""
+    n = min(len(a), len(b))
+    x = np.concatenate([a[rng.permutation(len(a))[:n]], b[rng.permutation(len(b))[:n]]])
+    return x, np.repeat([0, 1], n)
+
+
+def _halves(groups_a: np.ndarray, groups_b: np.ndarray, shared: np.ndarray,
+            rng: np.random.Generator) -> list[tuple[np.ndarray, ...]]:
+    """[(rows of a, rows of b) in half 1, the same in half 2]: half of each set's own groups, and half of
+    the `shared` groups, go to half 1, so that a group of both sets is in one half in both."""
+    half = lambda g: rng.permutation(g)[: len(g) // 2]  # noqa: E731
+    both = half(shared)
+    in_first = [np.isin(g, both) | np.isin(g, half(np.setdiff1d(g, shared))) for g in (groups_a, groups_b)]
+    if not all(side.any() and not side.all() for side in in_first):
+        raise ValueError("each set needs recordings in both halves: give each at least 2 of its own, or the same ones")
+    return [tuple(np.flatnonzero(side == half) for side in in_first) for half in (True, False)]
+
+
+def two_sample_accuracy(a: np.ndarray, b: np.ndarray, model: str = "logistic", repeats: int = 3, seed: int = 0,
+                        groups_a: np.ndarray | None = None, groups_b: np.ndarray | None = None) -> float:
     """Held-out accuracy of a classifier telling feature rows `a` from `b`, averaged over `repeats` halvings.
 
-    Each halving takes the same number of rows from both sets (the smaller set's size, so 0.5 is
-    chance), trains on half of each and scores on the other half. Deterministic under `seed`.
-    Give disjoint sets: rows present in both read below 0.5 (a test row's twin was trained on
-    with the other label), as a set against itself does.
+    Each halving splits the rows by group (`groups_a`, `groups_b`: the recording of each row; none:
+    each row its own), fits on half 1 of both sets and scores on half 2, then the other way round;
+    each fit and each score takes as many rows of `a` as of `b`, so 0.5 is chance. No group is in
+    both halves, so the classifier cannot score a row by recognising a recording it was fitted on;
+    a group of both sets is in the same half in both (a clip and its copy are fitted, or scored,
+    together: a set against itself reads 0.5). Deterministic under `seed`. Rows of `a` and `b` in
+    one group but not given one (each its own) read below 0.5, as a row's twin was fitted with the
+    other label.
     """
-    n = min(len(a), len(b))
-    if n < 4:
-        raise ValueError(f"need at least 4 rows in each set, not {n}")
+    ga = np.arange(len(a)) if groups_a is None else np.asarray(groups_a)
+    gb = np.arange(len(b)) if groups_b is None else np.asarray(groups_b)
+    shared = np.intersect1d(ga, gb) if groups_a is not None and groups_b is not None else ga[:0]
+    if min(len(a), len(b)) < 4:
+        raise ValueError(f"need at least 4 rows in each set, not {min(len(a), len(b))}")
+    if min(len(np.unique(ga)), len(np.unique(gb))) < 2:
+        raise ValueError("need at least 2 recordings in each set, to fit and to score on different ones")
     rng = np.random.default_rng(seed)
     scores = []
     for r in range(repeats):
-        ia = rng.permutation(len(a))[:n]
-        ib = rng.permutation(len(b))[:n]
-        half = n // 2
-        x_train = np.concatenate([a[ia[:half]], b[ib[:half]]])
-        x_test = np.concatenate([a[ia[half:]], b[ib[half:]]])
-        y_train = np.repeat([0, 1], half)
-        y_test = np.repeat([0, 1], n - half)
-        clf = _classifier(model, seed + r).fit(x_train, y_train)
-        scores.append(float((clf.predict(x_test) == y_test).mean()))
+        halves = _halves(ga, gb, shared, rng)
+        for (fit_a, fit_b), (score_a, score_b) in (halves, halves[::-1]):
+            x, y = _balanced(a[fit_a], b[fit_b], rng)
+            x_test, y_test = _balanced(a[score_a], b[score_b], rng)
+            clf = _classifier(model, seed + r).fit(x, y)
+            scores.append(float((clf.predict(x_test) == y_test).mean()))
     return float(np.mean(scores))
 
 
@@ -120,67 +161,84 @@ def frechet_distance(a: np.ndarray, b: np.ndarray, eps: float = 1e-6) -> float:
 
 
 def compare(space: FeatureSpace, a_db: np.ndarray, b_db: np.ndarray, model: str = "logistic", repeats: int = 3,
-            seed: int = 0) -> dict[str, float]:
-    """{"accuracy", "frechet", "clips"} of two sets of dB spectrograms in `space`."""
+            seed: int = 0, groups_a: np.ndarray | None = None, groups_b: np.ndarray | None = None) -> dict[str, float]:
+    """{"accuracy", "frechet", "clips"} of two sets of dB spectrograms in `space` (groups: two_sample_accuracy)."""
     fa, fb = space(a_db), space(b_db)
-    return {"accuracy": two_sample_accuracy(fa, fb, model, repeats, seed),
+    return {"accuracy": two_sample_accuracy(fa, fb, model, repeats, seed, groups_a, groups_b),
             "frechet": frechet_distance(fa, fb), "clips": min(len(fa), len(fb))}
 
 
-def realism_report(space: FeatureSpace, real_db: np.ndarray, real_recon_db: np.ndarray, prior_db: np.ndarray,
-                   unseen_recon_db: np.ndarray, model: str = "logistic", repeats: int = 3,
-                   seed: int = 0) -> dict[str, dict[str, float]]:
-    """The rows that say where realism is lost, each {"accuracy", "frechet", "clips"}.
+Side = tuple[np.ndarray, "np.ndarray | None"]  # dB spectrograms and the recording of each (None: each its own)
 
-    real_db           held-out real clips
-    real_recon_db     their reconstructions, row for row
-    prior_db          samples from the prior (e.g. a latent Gaussian), decoded; at least half as
-                      many as unseen_recon_db
-    unseen_recon_db   reconstructions of train clips left out of the prior's fit
 
-    Each set is split into two random halves, 1 and 2, and every row compares half-sized sets, so
-    the rows share their sample size and their finite-sample bias and can be read against each other:
+@dataclass
+class ClipSet:
+    """Clips, the recording each was cut from, and what a model makes of them, row for row."""
+
+    db: np.ndarray  # (N, n_mels, frames) dB
+    recordings: np.ndarray  # (N,) every split keeps a recording whole
+    codes: np.ndarray  # (N, latent)
+    recon_db: np.ndarray  # (N, n_mels, frames): the decoder's output for `codes`
+
+    def real(self, rows: np.ndarray) -> Side:
+        return self.db[rows], self.recordings[rows]
+
+    def reconstructed(self, rows: np.ndarray) -> Side:
+        return self.recon_db[rows], self.recordings[rows]
+
+
+def realism_report(space: FeatureSpace, heldout: ClipSet, unseen: ClipSet, samples: Mapping[str, np.ndarray],
+                   decode: Callable[[np.ndarray], np.ndarray], model: str = "logistic", repeats: int = 3,
+                   seed: int = 0) -> dict[str, dict]:
+    """The rows that say where realism is lost, each {"accuracy", "frechet", "clips", "recordings"}.
+
+    heldout   real clips of recordings the model never saw, with their reconstructions
+    unseen    train clips of recordings kept out of the priors' fit: their reconstructions are what a
+              perfect prior's samples would look like (same decoder, clips the prior never saw)
+    samples   {prior name: decoded samples}, at least as many as the second half of `unseen`
+    decode    codes -> dB, for the midpoints
+
+    Each set is split by recording into halves 1 and 2, so no recording is on both sides of a row:
       real halves   real 1 vs real 2: "indistinguishable" at this size
-      decoder       reconstructions of real 1 vs real 2: the decoder's blur (other clips, so a
-                    clip never meets its own copy)
-      floor         unseen reconstructions 1 vs 2: what `prior` reads for a perfect prior
-      prior         prior samples vs unseen reconstructions 2: the prior's share, with the same
-                    decoder on both sides
+      decoder       reconstructions of real 1 vs real 2: the decoder's blur
+      floor         unseen reconstructions 1 vs 2: what a prior row reads for a perfect prior
+      prior NAME    NAME's samples vs unseen reconstructions 2: the prior's share, same decoder both sides
+      midpoint      decoded (z_a + z_b) / 2 of pairs of unseen 1 clips vs unseen reconstructions 2
+    A midpoint's two clips are of one recording, so that it too belongs to one. The classifier also
+    fits and scores on different recordings (two_sample_accuracy), so a row with fewer than 2
+    recordings on a side has no accuracy (None), and one with fewer than 2 clips a side nothing;
+    "recordings" names each side's (None: prior samples, each its own).
     """
-    real_1, real_2 = _halves(len(real_db), seed)
-    unseen_1, unseen_2 = _halves(len(unseen_recon_db), seed + 1)
-    run = dict(space=space, model=model, repeats=repeats, seed=seed)
-    return {
-        "real halves": compare(a_db=real_db[real_1], b_db=real_db[real_2], **run),
-        "decoder": compare(a_db=real_recon_db[real_1], b_db=real_db[real_2], **run),
-        "floor": compare(a_db=unseen_recon_db[unseen_1], b_db=unseen_recon_db[unseen_2], **run),
-        "prior": compare(a_db=prior_db[: len(unseen_1)], b_db=unseen_recon_db[unseen_2], **run),
-    }
+    rng = np.random.default_rng(seed)
+    real_1, real_2 = split_groups(heldout.recordings, rng)
+    unseen_1, unseen_2 = split_groups(unseen.recordings, rng)
+    pairs = _pairs_within(unseen.recordings, unseen_1, rng)
+    midpoints = decode(unseen.codes[pairs].mean(1)) if len(pairs) else unseen.recon_db[:0]
+    floor = unseen.reconstructed(unseen_2)
+    run = dict(model=model, repeats=repeats, seed=seed)
+    rows = {"real halves": _row(space, heldout.real(real_1), heldout.real(real_2), **run),
+            "decoder": _row(space, heldout.reconstructed(real_1), heldout.real(real_2), **run),
+            "floor": _row(space, unseen.reconstructed(unseen_1), floor, **run)}
+    for name, drawn in samples.items():
+        rows[f"prior {name}"] = _row(space, (drawn[: len(unseen_2)], None), floor, **run)
+    rows["midpoint"] = _row(space, (midpoints, unseen.recordings[pairs[:, 0]]), floor, **run)
+    return rows
 
 
-def _halves(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    order = np.random.default_rng(seed).permutation(n)
-    return order[: n // 2], order[n // 2:]
+def _pairs_within(groups: np.ndarray, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Disjoint random pairs of `rows`, the two of each pair of one group: (P, 2) row indices."""
+    pairs = [rng.permutation(rows[groups[rows] == g]) for g in np.unique(groups[rows])]
+    return np.concatenate([p[: len(p) // 2 * 2].reshape(-1, 2) for p in pairs] + [np.zeros((0, 2), int)])
 
 
-def model_realism(run, train_db: np.ndarray, heldout_db: np.ndarray, mean: float, std: float, sample,
-                  unseen: int = 200, reference: int = 400, seed: int = 0,
-                  batch: int = 256) -> dict[str, dict[str, float]]:
-    """`realism_report` for a trained model: the rows from its train and held-out clips.
-
-    `run` needs only `reconstruct(db) -> (n, n_mels, frames)` (a trained Run); `sample(fit_db, n)`
-    fits the prior on `fit_db` and returns n decoded samples in dB, e.g.
-    `lambda fit_db, n: LatentGaussian(run, fit_db).sample(n).numpy()`. `unseen` random train clips
-    (at most half) are kept from the prior's fit to be compared with its samples; the prior is fitted
-    on all the others, and the feature space on `reference` of them (a PCA of more costs more than
-    it tells).
-    """
-    def reconstruct(x):
-        return np.concatenate([np.asarray(run.reconstruct(x[i:i + batch])) for i in range(0, len(x), batch)])
-
-    order = np.random.default_rng(seed).permutation(len(train_db))
-    n_unseen = min(unseen, len(train_db) // 2)
-    unseen_db, fit_db = train_db[order[:n_unseen]], train_db[order[n_unseen:]]
-    space = FeatureSpace.fit(fit_db[:reference], mean, std)
-    return realism_report(space, heldout_db, reconstruct(heldout_db), np.asarray(sample(fit_db, n_unseen)),
-                          reconstruct(unseen_db), seed=seed)
+def _row(space: FeatureSpace, a: Side, b: Side, **run) -> dict:
+    """`compare` as far as the two sides allow."""
+    (a_db, groups_a), (b_db, groups_b) = a, b
+    names = [None if g is None else sorted(map(str, np.unique(g))) for g in (groups_a, groups_b)]
+    row = {"accuracy": None, "frechet": None, "clips": min(len(a_db), len(b_db)), "recordings": names}
+    if row["clips"] < 2:
+        return row
+    recordings = [len(x) if g is None else len(np.unique(g)) for x, g in (a, b)]
+    if row["clips"] >= 4 and min(recordings) >= 2:
+        return row | compare(space, a_db, b_db, groups_a=groups_a, groups_b=groups_b, **run)
+    return row | {"frechet": frechet_distance(space(a_db), space(b_db))}

@@ -330,18 +330,25 @@ def test_unknown_prior_is_a_clear_error(run, mid_cache):
 
 
 def test_generation_report_rows_and_the_copying_it_reveals(run, mid_cache):
-    from beetnet_utils.generate import generation_report, nearest_distance, realism_table
+    from beetnet_utils.generate import generation_report, nearest_distance, realism_table, recorded
 
-    report = generation_report(run, mid_cache.db("train"), mid_cache.db("test"), unseen=60)
-    assert list(report["rows"]) == ["real halves", "decoder", "floor", "prior gaussian", "prior mixture", "prior kde",
-                                    "midpoint"]
-    assert all(0 <= r["accuracy"] <= 1 and r["frechet"] >= 0 for r in report["rows"].values())
-    cold = generation_report(run, mid_cache.db("train"), mid_cache.db("test"), priors=("kde",), temperature=0.0,
-                             unseen=60)
+    train, heldout = recorded(mid_cache, ("train",)), recorded(mid_cache, ("val", "test"))
+    np.testing.assert_array_equal(train[0], mid_cache.db("train"))
+    report = generation_report(run, *train, *heldout)
+    rows = report["rows"]
+    assert list(rows) == ["real halves", "decoder", "floor", "prior gaussian", "prior mixture", "prior kde", "midpoint"]
+    # val and test hold 1 recording each: one a side, so a Fréchet distance and no accuracy, not a split by clip
+    assert sorted(rows["real halves"]["recordings"]) == [["9005"], ["9007"]]
+    assert rows["real halves"]["accuracy"] is None is rows["decoder"]["accuracy"] and rows["decoder"]["frechet"] > 0
+    measured = [r for name, r in rows.items() if name not in ("real halves", "decoder")]
+    assert all(0 <= r["accuracy"] <= 1 and r["frechet"] >= 0 for r in measured)
+    assert report["recordings"] == {"fit": 4, "unseen": 4, "held-out": 2}
+    cold = generation_report(run, *train, *heldout, priors=("kde",), temperature=0.0)
     assert cold["nearest_train_db"]["prior kde"] < 1e-3 < report["nearest_train_db"]["prior kde"]  # exact copies
     x = mid_cache.db("test")[:5]
     np.testing.assert_allclose(nearest_distance(x, mid_cache.db("test")), 0.0, atol=1e-6)  # itself is nearest
-    assert "| prior mixture |" in realism_table({"r": report})
+    table = realism_table({"r": report})
+    assert "| prior mixture | samples v 2 |" in table and "| decoder | 1 v 1 | n/m |" in table
 
 
 # --- priors: what makes each one that prior, on synthetic codes whose truth is known ------------------
