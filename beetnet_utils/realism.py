@@ -209,10 +209,11 @@ def realism_report(space: FeatureSpace, heldout: ClipSet, unseen: ClipSet, sampl
     recordings on a side has no accuracy (None), and one with fewer than 2 clips a side nothing;
     "recordings" names each side's (None: prior samples, each its own).
     """
-    rng = np.random.default_rng(seed)
-    real_1, real_2 = split_groups(heldout.recordings, rng)
-    unseen_1, unseen_2 = split_groups(unseen.recordings, rng)
-    pairs = _pairs_within(unseen.recordings, unseen_1, rng)
+    # a random stream per set, so that the size of one moves no other's halves
+    heldout_rng, unseen_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
+    real_1, real_2 = split_groups(heldout.recordings, heldout_rng)
+    unseen_1, unseen_2 = split_groups(unseen.recordings, unseen_rng)
+    pairs = _pairs_within(unseen.recordings, unseen_1, unseen_rng)
     midpoints = decode(unseen.codes[pairs].mean(1)) if len(pairs) else unseen.recon_db[:0]
     floor = unseen.reconstructed(unseen_2)
     run = dict(model=model, repeats=repeats, seed=seed)
