@@ -80,8 +80,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--cache", type=Path, required=True)
     t.add_argument("--run", type=Path, required=True, help="run folder for checkpoints and history")
     t.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
-                   help="original: the specification's model; best: PCA-initialised linear path + GRU correction; "
-                        "sharp: best, trained for sharper onsets (a little more L1)")
+                   help="best (ours, the default): the code as a spectral envelope and 8 steps along the clip, "
+                        "trained for sharp onsets; original: the specification's model")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--device", choices=DEVICES, help="default: CUDA when present")

@@ -2,7 +2,7 @@
 
 `original`, the specification's: Linear(n_mels -> proj) per frame, a GRU stack, z = its final hidden
 state (both directions merged by a Linear when bidirectional); then Linear(z -> hidden), repeated for
-every frame, a GRU stack, Linear(hidden -> n_mels) per frame. Ours: `best` (a PCA-initialised linear
+every frame, a GRU stack, Linear(hidden -> n_mels) per frame. Ours: `pca_gru` (an earlier round's: a PCA-initialised linear
 path and a GRU correction) and `local` (the code as a short sequence along the clip, decoded by
 weights shared along it, and a GRU); see their classes.
 
@@ -68,8 +68,27 @@ class GRUAutoencoder(Autoencoder):
         return self.out(y).transpose(1, 2)
 
 
+class LinearAndCorrection(Autoencoder):
+    """Ours: a linear path (z -> spectrogram) and a GRU correction added to it (`correction_parameters`)."""
+
+    def correction_parameters(self) -> list[nn.Parameter]:
+        raise NotImplementedError
+
+    def configure_optimizers(self, tc: TrainConfig) -> torch.optim.Optimizer:
+        """AdamW in two groups: the linear path learns at `linear_lr_scale` of the rate with no decay, the
+        correction is held back by `weight_decay`. Each group keeps its `base_lr`, which the schedule scales."""
+        correction = self.correction_parameters()
+        ids = {id(p) for p in correction}
+        linear = [p for p in self.parameters() if id(p) not in ids]
+        lr_linear = tc.lr * tc.linear_lr_scale
+        return torch.optim.AdamW([
+            {"params": linear, "weight_decay": 0.0, "lr": lr_linear, "base_lr": lr_linear},
+            {"params": correction, "weight_decay": tc.weight_decay, "lr": tc.lr, "base_lr": tc.lr},
+        ], lr=tc.lr, betas=tc.betas)
+
+
 def gru_correction(cfg: ModelConfig, n_mels: int) -> tuple[nn.GRU, nn.Dropout, nn.Linear]:
-    """Where `best` and `local` end: a GRU over the frames, dropout, and an output layer that starts at
+    """Where `pca_gru` and `local` end: a GRU over the frames, dropout, and an output layer that starts at
     zero, so a new model's correction adds nothing and training lets it add only what helps."""
     gru = nn.GRU(cfg.dec_hidden, cfg.dec_hidden, cfg.dec_layers, batch_first=True,
                  dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
@@ -78,8 +97,8 @@ def gru_correction(cfg: ModelConfig, n_mels: int) -> tuple[nn.GRU, nn.Dropout, n
     nn.init.zeros_(out.bias)
     return gru, nn.Dropout(cfg.dropout), out
 
-class PCAGRUAutoencoder(Autoencoder):
-    """`best`: a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
+class PCAGRUAutoencoder(LinearAndCorrection):
+    """`pca_gru` (round 4's `best` preset): a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
 
     With ~45 training recordings the limit is generalisation, not capacity: models trained from
     scratch fit the training clips better and new recordings worse than PCA. So the linear path
@@ -126,20 +145,6 @@ class PCAGRUAutoencoder(Autoencoder):
     def correction_parameters(self) -> list[nn.Parameter]:
         return [*self.expand.parameters(), self.position, *self.gru.parameters(), *self.out.parameters()]
 
-    def configure_optimizers(self, tc: TrainConfig) -> torch.optim.Optimizer:
-        """AdamW: the PCA path learns `linear_lr_scale` slower, with no decay; the correction is held back by decay.
-
-        Each group keeps its `base_lr`, which the learning-rate schedule scales.
-        """
-        correction = self.correction_parameters()
-        ids = {id(p) for p in correction}
-        linear = [p for p in self.parameters() if id(p) not in ids]
-        lr_linear = tc.lr * tc.linear_lr_scale
-        return torch.optim.AdamW([
-            {"params": linear, "weight_decay": 0.0, "lr": lr_linear, "base_lr": lr_linear},
-            {"params": correction, "weight_decay": tc.weight_decay, "lr": tc.lr, "base_lr": tc.lr},
-        ], lr=tc.lr, betas=tc.betas)
-
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x.flatten(1))
 
@@ -176,10 +181,10 @@ class LocalLayout:
         return cls(cfg.latent_dim - steps * channels, channels, steps)
 
 
-class LocalGRUAutoencoder(Autoencoder):
+class LocalGRUAutoencoder(LinearAndCorrection):
     """`local`: the latent read as a short sequence in time, so the decoder's weights are shared along it.
 
-    A clip-wide code (`best`) must learn every pattern at every moment a cut may put it, from a few
+    A clip-wide code (`pca_gru`) must learn every pattern at every moment a cut may put it, from a few
     dozen recordings; measured, it stays about 5% below PCA however it is trained. Here z is
     `envelope` numbers for the clip's smooth spectral envelope (its timbre, constant in time) and
     then `channels` numbers for each of P steps along the clip (`LocalLayout`: 32, then 8 steps of 28,
@@ -216,14 +221,6 @@ class LocalGRUAutoencoder(Autoencoder):
     def correction_parameters(self) -> list[nn.Parameter]:
         return [*self.spread.parameters(), *self.envelope_hidden.parameters(), *self.gru.parameters(),
                 *self.out.parameters()]
-
-    def configure_optimizers(self, tc: TrainConfig) -> torch.optim.Optimizer:
-        """AdamW, the correction held back by decay (as in `best`); the linear part trains freely."""
-        ids = {id(p) for p in self.correction_parameters()}
-        return torch.optim.AdamW([
-            {"params": [p for p in self.parameters() if id(p) not in ids], "weight_decay": 0.0, "base_lr": tc.lr},
-            {"params": self.correction_parameters(), "weight_decay": tc.weight_decay, "base_lr": tc.lr},
-        ], lr=tc.lr, betas=tc.betas)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         envelope = self.envelope_in(x.mean(dim=-1))
@@ -266,15 +263,17 @@ def refine(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tup
     return best_z
 
 
-ARCHITECTURES: dict[str, type[Autoencoder]] = {"original": GRUAutoencoder, "best": PCAGRUAutoencoder,
-                                               "local": LocalGRUAutoencoder}
+ARCHITECTURES: dict[str, type[Autoencoder]] = {"original": GRUAutoencoder, "local": LocalGRUAutoencoder,
+                                               "pca_gru": PCAGRUAutoencoder}
+RENAMED = {"best": "pca_gru"}  # runs saved before the `best` preset moved to `local`'s architecture
 
 
 def build_model(cfg: Config) -> Autoencoder:
-    """The model a config describes: preset `original` (the specification), `best` or `local` (ours)."""
-    if cfg.model.preset not in ARCHITECTURES:
+    """The model a config describes: architecture `original` (the specification), `local` (ours) or `pca_gru`."""
+    name = RENAMED.get(cfg.model.preset, cfg.model.preset)
+    if name not in ARCHITECTURES:
         raise ValueError(f"unknown model preset {cfg.model.preset!r}: choose one of {', '.join(ARCHITECTURES)}")
-    return ARCHITECTURES[cfg.model.preset](cfg.model, *cfg.features.shape)
+    return ARCHITECTURES[name](cfg.model, *cfg.features.shape)
 
 
 def count_parameters(model: nn.Module) -> int:

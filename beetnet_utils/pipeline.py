@@ -18,6 +18,7 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
+from .config import PRESETS
 from .evaluate import markdown_table
 from .storage import claim_dir
 
@@ -31,9 +32,9 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
-# 03 runs once per model preset; 04 then compares them.
+# 03 runs once per preset (the specification's and ours); 04 then compares them.
 STEPS = (Step("01_download", "01_download"), Step("02_preprocess_cache", "02_preprocess_cache"),
-         *(Step("03_train_gpu", f"03_train_gpu-{p}", {"BEETNET_PRESET": p}) for p in ("original", "best", "sharp")),
+         *(Step("03_train_gpu", f"03_train_gpu-{p}", {"BEETNET_PRESET": p}) for p in PRESETS),
          Step("04_evaluate", "04_evaluate"))
 
 

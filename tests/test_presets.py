@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from beetnet_utils.config import PRESETS, get_config, with_preset
+from beetnet_utils.config import EXPERIMENTS, PRESETS, get_config, with_preset
 from beetnet_utils.model import LocalGRUAutoencoder, LocalLayout, PCAGRUAutoencoder, build_model, refine
 from beetnet_utils.pca import PCA, spectral_envelopes
 from beetnet_utils.run import load_run
@@ -18,7 +18,7 @@ from beetnet_utils.train import train
 quiet = dict(progress=False, log=lambda m: None)
 
 
-@pytest.mark.parametrize("preset", list(PRESETS))
+@pytest.mark.parametrize("preset", [*PRESETS, *EXPERIMENTS])
 def test_each_preset_builds_trains_and_round_trips(tmp_path, smoke, smoke_cache, preset):
     quick = {"refine_steps": 5} if preset != "original" else {}
     cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model=quick)
@@ -44,8 +44,8 @@ def test_unknown_preset_is_a_clear_error(smoke):
         with_preset(smoke, "fancy")
 
 
-def test_best_starts_exactly_at_pca(smoke_cache, smoke):
-    cfg = with_preset(smoke, "best")
+def test_pca_gru_starts_exactly_at_pca(smoke_cache, smoke):
+    cfg = with_preset(smoke, "pca_gru")
     model = build_model(cfg).eval()
     x = smoke_cache.standardised("train")
     model.init_from_data(x)
@@ -67,7 +67,7 @@ def encoder_matrix(model, shape) -> torch.Tensor:
     return torch.cat(rows).double()
 
 
-@pytest.mark.parametrize("preset", ["best", "local"])
+@pytest.mark.parametrize("preset", ["best", "pca_gru"])
 def test_decoder_output_depends_only_on_z(smoke_cache, smoke, preset):
     """Move the input along a direction the encoder cannot see: z, and so the output, must not move."""
     model = build_model(with_preset(smoke, preset)).eval()
@@ -86,7 +86,7 @@ def test_decoder_output_depends_only_on_z(smoke_cache, smoke, preset):
         torch.testing.assert_close(model(x), model.decode(z))  # forward is decode(encode(x)), nothing else
 
 
-@pytest.mark.parametrize("preset", ["best", "local"])
+@pytest.mark.parametrize("preset", ["best", "pca_gru"])
 def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache, preset):
     cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 30})
     train(smoke_cache, tmp_path / "run", cfg, **quiet)
@@ -104,7 +104,7 @@ def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache, pre
     np.testing.assert_allclose(both[0], run.reconstruct(mel).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("preset,kind", [("best", PCAGRUAutoencoder), ("local", LocalGRUAutoencoder)])
+@pytest.mark.parametrize("preset,kind", [("pca_gru", PCAGRUAutoencoder), ("best", LocalGRUAutoencoder)])
 def test_our_architectures_have_a_gru_at_their_heart_and_one_256_number_code(preset, kind):
     model = build_model(with_preset(get_config("full"), preset))
     assert isinstance(model, kind) and isinstance(model.gru, torch.nn.GRU)
@@ -220,10 +220,11 @@ def test_a_clip_whose_envelope_alone_changed_is_followed_exactly_by_the_envelope
 # --- what makes each preset that preset: take one part away and the results change -----------------
 
 MOVES = ("shift_frames", "shift_mels", "gain_db", "tilt_db", "eq_db", "flux_weight")  # TrainConfig's training moves
-ROUTES = [(preset, {"train": {move: 0}}) for preset in ("best", "sharp", "local") for move in MOVES
-          if PRESETS[preset]["train"].get(move)]  # each move a preset trains with, switched off
+TRAINED = PRESETS | EXPERIMENTS
+ROUTES = [(preset, {"train": {move: 0}}) for preset in TRAINED if preset != "original" for move in MOVES
+          if TRAINED[preset]["train"].get(move)]  # each move a preset trains with, switched off
 ROUTES += [("best", {"train": {"shift_mels": 2}}),  # the one move no preset uses, switched on
-           ("best", {"model": {"envelope_dims": 0}})]  # best's envelope directions (local's change its layout)
+           ("pca_gru", {"model": {"envelope_dims": 0}})]  # pca_gru's envelope directions (local's change its layout)
 
 
 @pytest.fixture(scope="module")
@@ -263,7 +264,7 @@ def test_each_part_a_preset_trains_with_changes_what_it_learns(trained, preset, 
     assert trained(preset).history[0]["train_l1"] != trained(preset, changes).history[0]["train_l1"]
 
 
-@pytest.mark.parametrize("preset", ["best", "local"])
+@pytest.mark.parametrize("preset", ["best", "pca_gru"])
 def test_the_gru_correction_trains_and_reaches_the_output(trained, smoke, smoke_cache, preset):
     """The correction starts at zero; after an epoch its output layer is not, its part of decode is not, it
     runs through the GRU, and it lowers the train split's L1 below the linear part alone."""
@@ -285,9 +286,9 @@ def test_the_gru_correction_trains_and_reaches_the_output(trained, smoke, smoke_
     assert l1(full) < l1(linear), (l1(full), l1(linear))
 
 
-def test_best_starts_its_code_at_the_spectral_envelopes(smoke, smoke_cache):
-    """The first envelope_dims numbers of best's code are the clip's projections on the envelope directions."""
-    cfg = with_preset(smoke, "best")
+def test_pca_gru_starts_its_code_at_the_spectral_envelopes(smoke, smoke_cache):
+    """The first envelope_dims numbers of pca_gru's code are the clip's projections on the envelope directions."""
+    cfg = with_preset(smoke, "pca_gru")
     model = build_model(cfg).eval()
     x = smoke_cache.standardised("train")
     model.init_from_data(x)
@@ -342,7 +343,7 @@ def descent(model, x: torch.Tensor, steps: int, lr: float, bounds) -> tuple[torc
     return torch.stack(codes), torch.stack(l1)
 
 
-@pytest.mark.parametrize("preset,wins", [("best", "a middle step"), ("local", "the encoder's code")])
+@pytest.mark.parametrize("preset,wins", [("pca_gru", "a middle step"), ("best", "the encoder's code")])
 def test_refine_returns_each_clips_best_code_not_its_last(smoke, smoke_cache, preset, wins):
     """A learning rate so large that descent overshoots: the last step is worse than an earlier one, and refine
     must return, clip by clip, the code with the lowest L1 it reached, the encoder's own among them."""
