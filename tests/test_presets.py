@@ -365,3 +365,23 @@ def test_refine_returns_each_clips_best_code_not_its_last(smoke, smoke_cache, pr
         got = (model.decode(refined).clamp(*bounds) - x).abs().mean(dim=(1, 2))
     torch.testing.assert_close(got, lowest, atol=1e-6, rtol=0)
     assert (got <= l1[0] + 1e-6).all()  # never above the encoder's
+
+
+def test_a_run_of_the_retired_best_loads_and_is_not_trained_over_by_the_new_one(tmp_path, smoke, smoke_cache):
+    """Round 4's `best` was pca_gru's architecture under the name `best`: such a run still loads as what it
+    is, and training today's `best` into its folder is refused in one line that says what to do."""
+    from beetnet_utils import BeetNetError
+
+    run = tmp_path / "smoke-best"
+    train(smoke_cache, run, with_preset(smoke, "pca_gru").replace(train={"epochs": 1}, model={"refine_steps": 0}),
+          **quiet)
+    for name in ("last.pt", "best.pt"):  # as the earlier version saved it
+        ckpt = torch.load(run / name, weights_only=False)
+        ckpt["config"]["model"]["preset"] = "best"
+        torch.save(ckpt, run / name)
+    old = load_run(run)
+    assert isinstance(old.model, PCAGRUAutoencoder) and old.reconstruct(smoke_cache.db("test")[:2]).shape[0] == 2
+    with pytest.raises(BeetNetError) as exc:
+        train(smoke_cache, run, with_preset(smoke, "best"), **quiet)
+    msg = str(exc.value)
+    assert "\n" not in msg and "model.preset best -> local" in msg and "new --run folder" in msg, msg
