@@ -99,9 +99,9 @@ def _halves(groups_a: np.ndarray, groups_b: np.ndarray, shared: np.ndarray,
             rng: np.random.Generator) -> list[tuple[np.ndarray, ...]]:
     """[(rows of a, rows of b) in half 1, the same in half 2]: half of each set's own groups, and half of
     the `shared` groups, go to half 1, so that a group of both sets is in one half in both."""
-    half = lambda g: rng.permutation(g)[: len(g) // 2]  # noqa: E731
-    both = half(shared)
-    in_first = [np.isin(g, both) | np.isin(g, half(np.setdiff1d(g, shared))) for g in (groups_a, groups_b)]
+    pick = lambda g: rng.permutation(g)[: len(g) // 2]  # noqa: E731
+    both = pick(shared)
+    in_first = [np.isin(g, both) | np.isin(g, pick(np.setdiff1d(g, shared))) for g in (groups_a, groups_b)]
     if not all(side.any() and not side.all() for side in in_first):
         raise ValueError("each set needs recordings in both halves: give each at least 2 of its own, or the same ones")
     return [tuple(np.flatnonzero(side == half) for side in in_first) for half in (True, False)]
@@ -201,7 +201,7 @@ def realism_report(space: FeatureSpace, heldout: ClipSet, unseen: ClipSet, sampl
     Each set is split by recording into halves 1 and 2, so no recording is on both sides of a row:
       real halves   real 1 vs real 2: "indistinguishable" at this size
       decoder       reconstructions of real 1 vs real 2: the decoder's blur
-      floor         unseen reconstructions 1 vs 2: what a prior row reads for a perfect prior
+      floor         unseen reconstructions 1 vs 2: what a prior row is read against
       prior NAME    NAME's samples vs unseen reconstructions 2: the prior's share, same decoder both sides
       midpoint      decoded (z_a + z_b) / 2 of pairs of unseen 1 clips vs unseen reconstructions 2
     A midpoint's two clips are of one recording, so that it too belongs to one. The classifier also
