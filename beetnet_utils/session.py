@@ -7,17 +7,20 @@ environment's), so a notebook cell and a shell command cannot drift apart.
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping
 
 from .config import DEFAULT_PRESET, PROFILE_ENV, PRESETS, Config, get_config, with_preset
 from .data import SOURCES, ClipFolder, describe, download
+from .distributed import in_torchrun, launch, processes
 from .evaluate import evaluate, evaluate_clips, save_report
 from .features import MelCache, build_cache, load_cache
-from .generate import generation_report
+from .generate import generation_report, recorded
 from .run import Run, load_run
 from .runtime import (Environment, Paths, adopt_attached_runs, backup_cache, colab_secrets, detect, mount_drive,
                       paths, restore_cache)
@@ -145,11 +148,27 @@ class Session:
         return load_cache(self.paths.cache)
 
     def train(self, preset: str | None = None, run_dir: Path | None = None, device: str | None = None,
-              progress: bool = True, **overrides) -> list[dict]:
-        """Step 3: train `preset` (or resume it) on the cache; `overrides` change TrainConfig fields."""
-        cfg = with_preset(self.config, preset or self.preset)
-        cfg = cfg.replace(train={k: v for k, v in overrides.items() if v is not None})
-        return train(self.load_cache(), run_dir or self.run_dir(preset), cfg, device=device, progress=progress)
+              progress: bool = True, gpus: int | str = 1, settings: Config | None = None, **overrides) -> list[dict]:
+        """Step 3: train `preset` (or resume it) on the cache; `overrides` change TrainConfig fields.
+
+        `gpus` above 1 (or "all") trains one model on that many GPUs: torchrun starts the package's CLI in
+        as many processes, as a subprocess whose lines stream in here as they come (a notebook never forks
+        its kernel); with `device="cpu"`, that many CPU processes. `settings` is the exact Config to train,
+        how that subprocess receives this session's.
+        """
+        cfg = settings or with_preset(self.config, preset or self.preset).replace(
+            train={k: v for k, v in overrides.items() if v is not None})
+        run_dir = Path(run_dir or self.run_dir(preset))
+        procs = processes(gpus, device)
+        if procs == 1 or in_torchrun():
+            return train(self.load_cache(), run_dir, cfg, device=device, progress=progress)
+        cache = self.load_cache()  # restored and checked here, once, before the ranks read it
+        with tempfile.TemporaryDirectory(prefix="beetnet-settings-") as tmp:
+            settings_file = Path(tmp) / "settings.json"
+            settings_file.write_text(cfg.to_json())
+            launch(procs, ["train", "--cache", str(cache.path), "--run", str(run_dir), "--gpus", str(procs),
+                           "--settings", str(settings_file), *(["--device", device] if device else [])])
+        return json.loads((run_dir / "history.json").read_text())
 
     def load_runs(self, device: str | None = None) -> dict[str, Run]:
         """Every preset trained in step 3 for this profile, by name."""
@@ -169,9 +188,9 @@ class Session:
         cache = self.load_cache()
         if clips is None:
             result = evaluate(runs, cache, splits)
-            train_db, heldout_db = cache.db("train"), cache.db(splits[-1])
-            if len(heldout_db) >= 8 and len(train_db) >= 16:  # the two-sample test needs 4 clips a side
-                result["realism"] = {name: generation_report(run, train_db, heldout_db) for name, run in runs.items()}
+            train, heldout = recorded(cache, ("train",)), recorded(cache, splits)  # clips beside their recordings
+            if len(heldout[0]) >= 8 and len(train[0]) >= 16:  # the two-sample test needs 4 clips a side
+                result["realism"] = {name: generation_report(run, *train, *heldout) for name, run in runs.items()}
         else:
             result = evaluate_clips(runs, cache, clips, self.paths.cache.parent / f"eval_{Path(clips).name}")
         if save:
