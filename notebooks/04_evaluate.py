@@ -167,7 +167,7 @@ display(Markdown(bn.generate.realism_table(report.get("realism", {}))))
 # %% [markdown]
 # Read it from the top, and against its noise. With the demo's 4 held-out recordings (validation and
 # test), 2 a side, `real halves` reads 0.50 ± 0.10 over 21 seeds (0.34 to 0.63), and `floor`, two
-# recordings against two others, ± 0.25: a smaller difference says nothing here (the full profile
+# recordings against two others, ± 0.27: a smaller difference says nothing here (the full profile
 # holds out many more recordings). `decoder` (reconstructions of one half against real clips of the
 # other) is the blur an L1 decoder adds, and where `sharp` should read lower than `best` (its
 # reconstructions keep their onsets); `floor` compares reconstructions of train recordings the priors
