@@ -1,13 +1,45 @@
-"""Held-out evaluation: the model beside baselines fitted on the same train split.
+"""Held-out evaluation: the model beside baselines fitted on the same train split, and the report.
 
 The original reported only a training loss. Here every number is on recordings the model
 never saw (split by recording), beside three baselines a model must beat to be worth it:
   global_mean          the mean train spectrogram, whatever the clip
   clip_mean_spectrum   each clip's own time-averaged spectrum, repeated over time
   pca_<k>              a linear autoencoder: PCA with as many components as the latent size
-  pca_<k> + refine     the same PCA, each clip's code then fitted by the encode-time refinement that
-                       `best` uses (model.refine): a model's gain must not be only that refinement
-All predictions are clamped to the feature dB range, as the model's are.
+All predictions are clamped to the feature dB range, as the model's are. benchmarks/bench_quality.py
+adds `pca_<k> + refine` (`refined_pca`): PCA's codes fitted by the encode-time refinement that ours
+use (model.refine), so that a model's gain is not only that refinement.
+
+The report (`evaluate`; `Session.evaluate` adds "realism" and writes it as runs/report.json, the CLI's
+`evaluate --json OUT` where asked), version REPORT_VERSION:
+
+  {
+    "version": 4,
+    "cache": path, "stats": {"mean": dB, "std": dB}, "latent_dim": n,  the first run's train statistics
+    "runs": {name: {"path", "architecture", "epoch"}},   architecture: the run's model.preset ("local"
+                                                         for the best preset; round 4's runs say "best",
+                                                         which model.RENAMED reads as "pca_gru")
+    "other_clips": path,                                 only for another folder of clips (--clips)
+    "splits": {split: {                                  "val" and "test" (or the splits asked for),
+                                                         or "other" for that folder
+      "clips": n, "recordings": n,
+      "models": {model: {"l1_std", "l1_db", "rmse_db"}}, each run by name, then the baselines
+      "per_recording": {recording: {"clips": n, model: l1_std, ...}}}},
+    "realism": {name: {                                  Session.evaluate, not for another folder: the last
+                                                         split held out (test by default), when it has at
+                                                         least 8 clips and train at least 16
+      "rows": {row: {"accuracy", "frechet", "clips", "recordings"}},
+                                                         realism.realism_report's rows: real halves,
+                                                         decoder, floor, prior NAME, midpoint; accuracy
+                                                         None (n/m) where a side has under 2 recordings;
+                                                         recordings: each side's names (None: samples)
+      "temperature": t,
+      "nearest_train_db": {"held-out reconstructions" | "prior NAME": dB},
+      "clips": {"fit", "unseen", "held-out"}, "recordings": {"fit", "unseen", "held-out"}}}
+  }
+
+`l1_std` is the original's figure: L1 on values standardised with the train statistics; `l1_db` and
+`rmse_db` are in decibels. With another folder of clips, every clip of it is scored with the run's
+statistics, and the baselines stay fitted on the run's own train split.
 """
 from __future__ import annotations
 
