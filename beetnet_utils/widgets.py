@@ -44,11 +44,14 @@ class CompareView:
     while the slider rests it renders the audio of the refined clips ahead. So a slider move mostly
     only looks things up and draws. One that lands on a clip not yet refined (a jump, a new recording)
     is drawn at once from the encoder's code, marked as such, and drawn again by the worker when the
-    clip's window is refined. Without `background`, such a move waits for its window.
+    clip's window is refined. Without `background`, such a move waits for its window. A refinement
+    that fails is queued again by a later move that needs one of its clips, TRIES times in all (a
+    failure that lasts, out of memory say, then stays on the readout instead of being retried forever).
     """
 
     WINDOW = 16  # clips refined together: 16 take 1.4 times as long as one (1.1 s against 0.8 s on 2 cores)
     REST = 0.2  # s the slider must rest before the worker renders ahead: a slider on the move renders itself
+    TRIES = 3  # times a clip's refinement is queued before its failure is final
 
     def __init__(self, run: Run, cache: MelCache, n_iter: int = 32, background: bool = True):
         self.run, self.cache, self.n_iter, self.background = run, cache, n_iter, background
@@ -57,6 +60,7 @@ class CompareView:
         self._recons: dict[int, np.ndarray] = {}
         self._audio: dict[int, tuple[bytes, bytes]] = {}
         self._queued: dict[int, Future] = {}
+        self._tries: dict[int, int] = {}  # times each clip's refinement was queued
         self._windows = 0  # windows queued so far: background rendering gives way when it grows
         self._at = 0  # the slider's position, for the background thread
         self._drawn = 0.0  # when the last update finished drawing (monotonic s; inf while one draws)
@@ -80,16 +84,17 @@ class CompareView:
         self._recordings()
 
     def _recordings(self) -> None:
-        recs = sorted(set(self.cache.recordings[self.cache.indices(self.split.value)]))
+        recs, before = sorted(set(self.cache.recordings[self.cache.indices(self.split.value)])), self.recording.value
         self.recording.options = recs
         if recs and self.recording.value not in recs:
             self.recording.value = recs[0]
-        self._clips()
+        if self.recording.value == before:  # otherwise its observer has shown the new clips (once, not twice)
+            self._clips()
 
     def _clips(self) -> None:
         for future in set(self._queued.values()):
             future.cancel()  # those not started; one already running fills the old dicts, now unused
-        self._recons, self._audio, self._queued = {}, {}, {}
+        self._recons, self._audio, self._queued, self._tries = {}, {}, {}, {}
         with self.clip.hold_trait_notifications():
             self.clip.max = max(len(self.selection()) - 1, 0)
             self.clip.value = min(self.clip.value, self.clip.max)
@@ -108,13 +113,23 @@ class CompareView:
         both = mel_to_audio(np.stack([self.cache.mels[i].astype(np.float32), recon]), self.features, self.n_iter)
         return wav_bytes(both[0], self.features.sample_rate), wav_bytes(both[1], self.features.sample_rate)
 
+    def _pending(self, i: int) -> Future | None:
+        """The refinement that makes (or made) clip i; None if there is none to wait for: never queued, or
+        failed with tries left, so that the caller queues it again."""
+        future = self._queued.get(i)
+        failed = future is not None and future.done() and not future.cancelled() and future.exception() is not None
+        return None if failed and self._tries.get(i, 0) < self.TRIES else future
+
     def _queue(self, k: int, after: threading.Event | None = None) -> Future:
         """On the worker thread: refine the WINDOW clips nearest the k-th (it, those ahead, then those
-        behind) not yet queued, once `after` is set (the drawing that asked for it is done); then render
-        the audio of refined clips ahead of the slider, nearest first, until a newer window is queued.
-        Returns the refinement, which stores its own results."""
+        behind) not yet queued (or failed, with tries left), once `after` is set (the drawing that asked for
+        it is done); then render the audio of refined clips ahead of the slider, nearest first, until a newer
+        window is queued. Returns the refinement, which stores its own results."""
         sel = self.selection()
-        window = [int(j) for j in np.concatenate([sel[k:], sel[:k][::-1]]) if j not in self._queued][:self.WINDOW]
+        ordered = np.concatenate([sel[k:], sel[:k][::-1]])
+        window = [int(j) for j in ordered if self._pending(int(j)) is None][:self.WINDOW]
+        for j in window:
+            self._tries[j] = self._tries.get(j, 0) + 1
         recons, audio = self._recons, self._audio
         self._windows += 1
         this = self._windows
@@ -145,7 +160,7 @@ class CompareView:
         for that window (queued now, or already on the background thread)."""
         if i not in self._recons:
             k = int(np.flatnonzero(self.selection() == i)[0])  # the slider only reaches the chosen recording
-            (self._queued.get(i) or self._queue(k)).result()  # re-raises the refinement's error, if any
+            (self._pending(i) or self._queue(k)).result()  # re-raises the refinement's error, if any
         return self._recons[i]
 
     def wait_for_refinement(self) -> None:
@@ -157,7 +172,7 @@ class CompareView:
         worker has 8 moves to refine it (1.1-1.6 s), and renders the audio ahead first."""
         sel, k = self.selection(), self.clip.value
         ahead = sel[k + 1:k + 1 + self.WINDOW // 2]
-        missing = [n for n, j in enumerate(ahead, start=k + 1) if j not in self._queued]
+        missing = [n for n, j in enumerate(ahead, start=k + 1) if self._pending(int(j)) is None]
         if missing:
             self._queue(missing[0])
 
@@ -172,7 +187,7 @@ class CompareView:
                 shown = self._drawing(i, self.reconstruction(i))  # may wait for its window
             else:  # at once from the encoder's code; the worker draws it again when its window is refined
                 drawn = threading.Event()
-                future = self._queued.get(i) or self._queue(self.clip.value, after=drawn)
+                future = self._pending(i) or self._queue(self.clip.value, after=drawn)
                 try:
                     plain = self.run.reconstruct(self.cache.mels[i].astype(np.float32), refine=False).numpy()
                     shown = self._drawing(i, plain, refined=False)
@@ -193,8 +208,10 @@ class CompareView:
                 return
             if refinement.exception() is not None:
                 exc, name = refinement.exception(), self.cache.names[i]
+                tried = self._tries.get(i, 0)
+                then = "a later move tries again" if tried < self.TRIES else f"gave up after {tried} tries"
                 self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-refined='0'>refining "
-                                      f"clip <b>{name}</b> failed: {type(exc).__name__}: {exc}</span>")
+                                      f"clip <b>{name}</b> failed: {type(exc).__name__}: {exc}; {then}</span>")
             elif i in self._recons:
                 self._drawing(i, self._recons[i])
         finally:

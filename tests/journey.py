@@ -1,7 +1,9 @@
 """What the Colab and Kaggle journeys share: the code as a git repository to clone, a loopback Kaggle that
-records who asked, and notebooks run in real kernels of a chosen Python, with the hosts' working folder."""
+records who asked, notebooks run in real kernels of a chosen Python, with the hosts' working folder, and a
+hash of a folder's every file (the attack suite's too)."""
 from __future__ import annotations
 
+import hashlib
 import http.server
 import io
 import json
@@ -22,6 +24,29 @@ from nbclient import NotebookClient
 
 REPO = Path(__file__).resolve().parents[1]
 STANDINS = REPO / "tests" / "standins"
+
+
+def tree(folder: Path, outputs: tuple[str, ...] = ()) -> dict[str, str]:
+    """Everything under `folder` except the `outputs` (paths relative to it: BeetNet's own output folders),
+    links not followed: file -> sha256, link -> its target, folder -> 'dir'. Equal before and after: no
+    file outside the outputs was added, removed or changed (permissions prove nothing for root)."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        here = Path(root)
+        dirs[:] = [d for d in dirs if str((here / d).relative_to(folder)) not in outputs]
+        for name in dirs + files:
+            p, rel = here / name, str((here / name).relative_to(folder))
+            if rel in outputs:
+                continue
+            if p.is_symlink():
+                out[rel] = "-> " + os.readlink(p)
+            elif p.is_dir():
+                out[rel] = "dir"
+            elif p.is_file():
+                out[rel] = hashlib.sha256(p.read_bytes()).hexdigest()
+            else:
+                out[rel] = "special"
+    return out
 
 
 def code_repository(dest: Path) -> Path:
@@ -55,13 +80,16 @@ def outputs(nb) -> str:
 
 
 def run_notebook(name: str, cwd: Path, env: dict[str, str], python: Path, kill_when=None,
-                 kept: Path | None = None) -> str:
+                 kept: Path | None = None, then: str | None = None) -> str:
     """Run notebooks/NAME.ipynb in a fresh kernel of `python` whose working folder is `cwd` (the host's
     /content or /kaggle/working) and whose environment is exactly `env`; returns what it printed.
     With `kill_when` (a function), the kernel process is killed with SIGKILL once it returns true
-    (a lost VM); the notebook's error is then expected and the output so far is returned. The executed
+    (a lost VM); the notebook's error is then expected and the output so far is returned. `then` is code
+    run in the same kernel after the last cell (a person using what the notebook made). The executed
     notebook is kept in `kept` (default: beside `cwd`) for a person reading a failure."""
     nb = nbformat.read(REPO / "notebooks" / f"{name}.ipynb", as_version=4)
+    if then is not None:
+        nb.cells.append(nbformat.v4.new_code_cell(then))
     km = kernel_manager(python, cwd.parent / f".kernelspec-{cwd.name}")
     client = NotebookClient(nb, km=km, timeout=600, resources={"metadata": {"path": str(cwd)}})
     killed = threading.Event()

@@ -1,12 +1,16 @@
 """Colab, end to end, against a stand-in: the Colab image's Python and packages (.venv-colab, built by
 `make colab-venv` from tests/colab-image.txt), a stand-in google.colab (tests/standins), a folder for
 /content, a folder for Google Drive, and Kaggle on loopback. The four notebooks run in real kernels of
-that Python, their set-up cell cloning the code and running colab_setup.sh as in Colab; then a lost VM
-in the middle of training, and the run resumed from Drive equals one trained straight through."""
+that Python, their set-up cell cloning the code and running colab_setup.sh as in Colab. Notebook 03 trains
+the default preset (dropout and random moves: every random state must come back) and loses its VM twice,
+once after a checkpoint and once in the middle of writing one; the run resumed from Drive equals one
+trained straight through. Then notebook 04's views are driven in its kernel, under ipywidgets 7."""
 from __future__ import annotations
 
+import inspect
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -15,13 +19,15 @@ import pytest
 import torch
 
 from beetnet_utils import download, get_config, runtime, session as sessions
+from beetnet_utils.config import DEFAULT_PRESET
 
 from helpers import kaggle_port
 from journey import REPO, STANDINS, code_repository, run_notebook, serve_kaggle, zip_of
 
 COLAB_PYTHON = REPO / ".venv-colab" / "bin" / "python"
 TOKEN = "KGAT_standin_token_0123456789"
-EPOCHS = 3  # notebook 03's run, killed after its first checkpoint
+EPOCHS = 2  # notebook 03's run: lost after epoch 1's checkpoint, lost while writing epoch 2's, then finished
+STALLED_DISK = STANDINS / "stalled_disk"  # on PYTHONPATH: last.pt's temporary file stops after 4 KiB
 
 
 def freeze() -> list[str]:
@@ -47,7 +53,7 @@ def colab(tmp_path_factory):
         "COLAB_STANDIN_DRIVE": str(root / "drive"), "COLAB_STANDIN_SECRETS": str(root / "secrets.json"),
         "COLAB_STANDIN_LOG": str(root / "calls.log"),
         "BEETNET_CONTENT_ROOT": str(root / "content"), "BEETNET_CODE_URL": str(code_repository(root / "code")),
-        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": "original",
+        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": DEFAULT_PRESET,
         "BEETNET_EPOCHS": str(EPOCHS),
         "KAGGLE_API_ENVIRONMENT": "TEST", "KAGGLEHUB_CACHE": str(root / "content" / ".cache" / "kagglehub"),
     }
@@ -65,7 +71,88 @@ def new_vm(root) -> None:
     (root / "content").mkdir()
 
 
-def test_the_whole_journey_in_colab_with_a_disconnect_during_training(colab):
+def checkpoint(path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def drive_the_views(compare, walk, run, cache) -> dict:
+    """Run in notebook 04's kernel, on its own views: what a person sees when moving them, and which thread
+    refined and drew. The compare view's refinement (`run.reconstruct`, the seam it calls) is wrapped to be
+    counted, then to fail once (as running out of memory does, after the work) and then every time."""
+    import threading
+
+    import ipywidgets
+    import numpy as np
+
+    def threads_setting(widget):
+        names = []
+        widget.observe(lambda change: names.append(threading.current_thread().name), names="value")
+        return names
+
+    reconstruct, refined_on, failures = run.reconstruct, [], []
+
+    def counted(x, refine=True):
+        if refine:
+            refined_on.append(threading.current_thread().name)
+        return reconstruct(x, refine)
+
+    def fails_once(x, refine=True):
+        out = counted(x, refine)
+        if refine and not failures:
+            failures.append(threading.current_thread().name)
+            raise RuntimeError("CUDA out of memory")
+        return out
+
+    def fails_always(x, refine=True):
+        if refine:
+            failures.append(threading.current_thread().name)
+            raise RuntimeError("CUDA out of memory")
+        return reconstruct(x, refine)
+
+    facts = {"ipywidgets": ipywidgets.__version__, "background": compare.background, "tries": compare.TRIES}
+    compare.n_iter = 4  # Griffin-Lim iterations of the sound rendered ahead: its quality is not what is driven here
+    drawn_on = threads_setting(compare.image)
+    run.reconstruct = counted
+    compare.split.value = "train"  # new clips: drawn at once from the encoder's code, refined by the worker
+    facts["new clips"] = {"at once": compare.readout.value}
+    compare.wait_for_refinement()
+    facts["new clips"] |= {"refined": compare.readout.value, "refined on": refined_on[:],
+                           "drawn on": sorted(set(drawn_on))}
+
+    image, sound, refined_on[:] = compare.image.value, compare.recon_audio.value, []
+    compare.clip.value = 3  # refined ahead by the worker: the move only draws
+    x = cache.mels[compare.current()].astype(np.float32)
+    facts["slider"] = {"image changed": compare.image.value != image, "sound changed": compare.recon_audio.value != sound,
+                       "readout": compare.readout.value, "clip": cache.names[compare.current()],
+                       "l1": float(np.abs(reconstruct(x).numpy() - x).mean() / run.stats["std"]),
+                       "refined on": refined_on[:]}
+
+    image = walk.image.value
+    walk.alpha.value = 0.2
+    facts["walk"] = {"image changed": walk.image.value != image, "readout": walk.readout.value}
+
+    recordings = list(compare.recording.options)
+    run.reconstruct, refined_on[:] = fails_once, []
+    compare.recording.value = recordings[1]  # its window's refinement fails once
+    compare.wait_for_refinement()
+    failed = compare.readout.value
+    compare.clip.value = 4  # a later move: queued again, refined
+    compare.wait_for_refinement()
+    facts["fails once"] = {"failed": failed, "then": compare.readout.value, "clip": cache.names[compare.current()],
+                           "failed on": failures[:], "refined on": refined_on[:]}
+
+    run.reconstruct, failures[:] = fails_always, []
+    compare.recording.value = recordings[2]  # every refinement fails
+    compare.wait_for_refinement()
+    for k in range(6):
+        compare.clip.value = k
+        compare.wait_for_refinement()
+    facts["fails always"] = {"failed on": failures[:], "readout": compare.readout.value}
+    run.reconstruct = reconstruct
+    return facts
+
+
+def test_the_whole_journey_in_colab_with_two_disconnects_during_training(colab):
     root, env, kaggle = colab
     content, runs = root / "content", root / "drive" / "beetnet" / "runs"
     image = freeze()
@@ -87,35 +174,71 @@ def test_the_whole_journey_in_colab_with_a_disconnect_during_training(colab):
     assert "the clips are not on this machine" in said
     assert (root / "drive" / "beetnet" / "cache.tar").is_file() and "copying the cache to Drive" in said
 
-    run = runs / "smoke-original"
+    run = runs / f"smoke-{DEFAULT_PRESET}"
+    mounted = content / "drive" / "MyDrive" / "beetnet" / "runs" / run.name  # the same folder, as mounted
     new_vm(root)
     run_notebook("03_train_gpu", content, env, COLAB_PYTHON, kill_when=lambda: (run / "last.pt").exists())
-    done = torch.load(run / "last.pt", map_location="cpu", weights_only=False)["history"]  # history.json may lag
+    done = checkpoint(run / "last.pt")["history"]  # history.json may lag
     assert 1 <= len(done) < EPOCHS, "the kernel was to be killed in the middle of training"
-    new_vm(root)  # lost in the middle of training
 
+    def torn() -> list:  # last.pt's temporary file, with bytes on disk: a checkpoint being written
+        return [p for p in run.glob(".last.pt.staging-*") if p.stat().st_size]
+
+    # lost again, in the middle of writing the next epoch's last.pt (the stalled disk holds it there)
+    new_vm(root)
+    said = run_notebook("03_train_gpu", content, env | {"PYTHONPATH": f"{STALLED_DISK}:{STANDINS}"}, COLAB_PYTHON,
+                        kill_when=lambda: bool(torn()))
+    assert f"resuming {mounted} after epoch {len(done)}" in said
+    assert len(torn()) == 1 and torn()[0].stat().st_size < (run / "last.pt").stat().st_size  # killed mid-write
+    assert checkpoint(run / "last.pt")["history"] == done  # the previous last.pt, whole
+
+    new_vm(root)
     said = run_notebook("03_train_gpu", content, env, COLAB_PYTHON)
-    mounted = content / "drive" / "MyDrive" / "beetnet" / "runs" / "smoke-original"  # the same folder, as mounted
     assert "restored the cache from" in said and f"resuming {mounted} after epoch {len(done)}" in said
-    assert len(json.loads((run / "history.json").read_text())) == EPOCHS
+    assert f"epoch {len(done)}: train L1" not in said and f"epoch {EPOCHS}: train L1" in said  # only the rest
+    history = json.loads((run / "history.json").read_text())
+    assert len(history) == EPOCHS and history[:len(done)] == done  # read back, timings and all: not retrained
+    assert not list(run.glob(".*staging*"))  # the torn file the lost VM left was removed
     new_vm(root)
 
-    said = run_notebook("04_evaluate", content, env, COLAB_PYTHON)
-    assert "restored the cache from" in said and "trained presets: original" in said
+    views = (f"import json\n{inspect.getsource(drive_the_views)}\n"
+             "print('VIEWS', json.dumps(drive_the_views(compare, walk, run, cache)))")
+    said = run_notebook("04_evaluate", content, env, COLAB_PYTHON, then=views)
+    assert "restored the cache from" in said and f"trained presets: {DEFAULT_PRESET}" in said
     assert (runs / "report.json").is_file()
+    check_the_views_under_ipywidgets_7(json.loads(said.split("VIEWS ", 1)[1].splitlines()[0]))
 
     # the same run trained without a break, in the same Python, on the same cache
     straight = root / "straight"
-    subprocess.run([COLAB_PYTHON, "-m", "beetnet_utils", "train", "--profile", "smoke", "--preset", "original",
+    subprocess.run([COLAB_PYTHON, "-m", "beetnet_utils", "train", "--profile", "smoke", "--preset", DEFAULT_PRESET,
                     "--epochs", str(EPOCHS), "--device", "cpu", "--cache", content / "beetnet_data" / "cache",
                     "--run", straight], cwd=REPO, env=env | {"PYTHONPATH": str(REPO)}, check=True,
                    capture_output=True)
-    resumed = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
-    whole = torch.load(straight / "last.pt", map_location="cpu", weights_only=False)
+    resumed, whole = checkpoint(run / "last.pt"), checkpoint(straight / "last.pt")
     assert resumed["epoch"] == whole["epoch"] == EPOCHS
     assert resumed["model"].keys() == whole["model"].keys()
     for name, weights in whole["model"].items():
         assert torch.equal(resumed["model"][name], weights), name
+
+
+def check_the_views_under_ipywidgets_7(facts: dict) -> None:
+    assert facts["ipywidgets"] == "7.7.1" and facts["background"]
+    new, worker = facts["new clips"], ["beetnet-refine_0"]
+    assert "data-refined='0'" in new["at once"] and "data-refined='1'" in new["refined"]
+    assert new["refined on"] == worker and new["drawn on"] == ["MainThread", *worker]  # once; the worker redrew it
+
+    moved = facts["slider"]
+    assert moved["image changed"] and moved["sound changed"] and moved["refined on"] == []  # refined ahead
+    shown = re.search(r"data-clip='(.*?)' data-l1='(.*?)' data-refined='1'", moved["readout"])
+    assert shown and shown[1] == moved["clip"] and float(shown[2]) == pytest.approx(moved["l1"], abs=2e-4)
+    assert facts["walk"]["image changed"] and "data-alpha='0.20'" in facts["walk"]["readout"]
+
+    once = facts["fails once"]  # the failed window, queued again by the next move
+    assert once["failed on"] == worker and "failed: RuntimeError: CUDA out of memory; a later move" in once["failed"]
+    assert once["refined on"] == worker * 2 and f"data-clip='{once['clip']}'" in once["then"]
+    assert "data-refined='1'" in once["then"]
+    always, tries = facts["fails always"], facts["tries"]  # six moves: tried TRIES times, then left failed
+    assert always["failed on"] == worker * tries and f"gave up after {tries} tries" in always["readout"]
 
 
 @pytest.fixture
