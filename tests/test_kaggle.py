@@ -1,7 +1,9 @@
 """Kaggle Notebooks, end to end, against a stand-in: a folder for /kaggle whose input/ holds the clip
-dataset read-only, Kaggle's environment variables, and the notebooks in real kernels whose working folder
-is /kaggle/working. Then the next notebook version: the first one's output attached as input, and its
-run picked up and resumed. Also the GPU decision for Kaggle's P100, with the capability passed in."""
+dataset, Kaggle's environment variables, and the four notebooks in real kernels whose working folder is
+/kaggle/working, each on its own machine. The next notebook version has the first one's output attached as
+input and resumes its run; notebook 04 evaluates what version 2 trained. input/ is hashed before and after
+every notebook: Kaggle mounts it read-only, but chmod does not stop root. Also the GPU decision for Kaggle's
+P100, with the capability passed in."""
 from __future__ import annotations
 
 import json
@@ -14,8 +16,9 @@ import pytest
 import torch
 
 from beetnet_utils import BeetNetError, download, get_config, runtime, session as sessions
+from beetnet_utils.config import DEFAULT_PRESET
 
-from journey import code_repository, run_notebook
+from journey import code_repository, run_notebook, tree
 
 PYTHON = Path(sys.executable)  # the kernels run in this venv: only Colab's image is mirrored (.venv-colab)
 
@@ -41,46 +44,66 @@ def kaggle_vm(root: Path, inputs: dict[str, Path]) -> Path:
     return kaggle
 
 
-def test_two_notebook_versions_in_kaggle_read_the_attached_dataset_in_place_and_resume_the_earlier_run(tmp_path):
+def test_the_four_notebooks_in_kaggle_read_the_attached_dataset_in_place_resume_and_leave_input_alone(tmp_path):
     clips = download("demo", tmp_path / "demo", get_config("smoke"), progress=False)
     dataset = tmp_path / "dataset"  # as Kaggle mounts alexzyukov/beethoven: clips one folder down
     shutil.copytree(clips.path, dataset / "beethoven", ignore=shutil.ignore_patterns("*.json"))
+    kaggle = tmp_path / "kaggle"
     env = {
         "PATH": f"{PYTHON.parent}:/usr/local/bin:/usr/bin:/bin", "HOME": str(tmp_path / "home"),
         "LANG": "C.UTF-8", "MPLBACKEND": "Agg", "KAGGLE_KERNEL_RUN_TYPE": "Interactive",
         "KAGGLE_URL_BASE": "https://www.kaggle.com", "BEETNET_CODE_URL": str(code_repository(tmp_path / "code")),
-        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": "best",
+        "BEETNET_PROFILE": "smoke", "BEETNET_SOURCE": "kaggle", "BEETNET_PRESET": DEFAULT_PRESET,
+        "BEETNET_KAGGLE_ROOT": str(kaggle),
         "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "4")}  # Kaggle's 4 CPUs; 1 when tests share the cores
 
-    # version 1: download (nothing to fetch), then a training cut short by a time budget (notebook 02's
-    # step, the cache, runs inside 03 on its own machine)
-    kaggle = kaggle_vm(tmp_path, {"beethoven": dataset})
-    env |= {"BEETNET_KAGGLE_ROOT": str(kaggle)}
-    said = run_notebook("01_download", kaggle / "working", env, PYTHON, kept=tmp_path / "executed")
+    def notebook(name: str, inputs: dict[str, Path], **settings: str) -> str:
+        """`name` on a new machine with `inputs` attached; input/ the same, byte for byte, afterwards."""
+        kaggle_vm(tmp_path, inputs)
+        before = tree(kaggle / "input")
+        assert before, "nothing attached"
+        said = run_notebook(name, kaggle / "working", env | settings, PYTHON, kept=tmp_path / "executed")
+        assert tree(kaggle / "input") == before, f"{name} changed a file under /kaggle/input"
+        return said
+
+    def save_version(output: Path) -> Path:
+        """What "Save Version" keeps: /kaggle/working (without the clone of the code)."""
+        shutil.copytree(kaggle / "working", output, ignore=shutil.ignore_patterns("beetnet"))
+        return output
+
+    # version 1: download (nothing to fetch), the cache, then a training cut short by a time budget
+    said = notebook("01_download", {"beethoven": dataset})
     assert "running on: Kaggle Notebooks" in said and "profile:    smoke (source kaggle" in said
     assert f"{clips.clips} clips from {len(clips.recordings)} recordings" in said
     assert f"in {kaggle / 'input' / 'beethoven' / 'beethoven'} [source: kaggle (attached dataset)" in said
     assert not (kaggle / "working" / "beetnet_data" / "clips").exists()  # read in place: no copies, no links
-    kaggle = kaggle_vm(tmp_path, {"beethoven": dataset})  # each notebook has its own machine
-    said = run_notebook("03_train_gpu", kaggle / "working", env | {"BEETNET_MINUTES": "0.0001"}, PYTHON,
-                        kept=tmp_path / "executed")
-    assert "no mel cache on this machine (each notebook has its own): building it" in said
+    said = notebook("02_preprocess_cache", {"beethoven": dataset})
     cache = json.loads((kaggle / "temp" / "beetnet" / "cache" / "meta.json").read_text())  # in temp/, not working/
     assert cache["clips_dir"] == str(kaggle / "input" / "beethoven" / "beethoven")
-    first = kaggle / "working" / "beetnet_data" / "runs" / "smoke-best"
-    assert len(json.loads((first / "history.json").read_text())) == 1
-    output = tmp_path / "version-1-output"  # what "Save Version" keeps: /kaggle/working
-    shutil.copytree(kaggle / "working", output, ignore=shutil.ignore_patterns("beetnet"))
+    assert not (kaggle / "working" / "beetnet_data" / "clips").exists()
+    said = notebook("03_train_gpu", {"beethoven": dataset}, BEETNET_MINUTES="0.0001")
+    assert "no mel cache on this machine (each notebook has its own): building it" in said
+    run = kaggle / "working" / "beetnet_data" / "runs" / f"smoke-{DEFAULT_PRESET}"
+    assert len(json.loads((run / "history.json").read_text())) == 1
+    first = save_version(tmp_path / "version-1-output")
 
     # version 2, on a new machine: the dataset and version 1's output attached
-    kaggle = kaggle_vm(tmp_path, {"beethoven": dataset, "beetnet-train": output})
-    said = run_notebook("03_train_gpu", kaggle / "working", env, PYTHON, kept=tmp_path / "executed")
-    run = kaggle / "working" / "beetnet_data" / "runs" / "smoke-best"
+    said = notebook("03_train_gpu", {"beethoven": dataset, "beetnet-train": first})
     assert f"an earlier version's run was attached as input: copied to {run} to resume it" in said
     assert f"resuming {run} after epoch 1" in said
     assert len(json.loads((run / "history.json").read_text())) == 2
-    attached = kaggle / "input" / "beetnet-train" / "beetnet_data" / "runs" / "smoke-best" / "history.json"
+    attached = kaggle / "input" / "beetnet-train" / "beetnet_data" / "runs" / run.name / "history.json"
     assert len(json.loads(attached.read_text())) == 1  # the input is left as it was
+    second = save_version(tmp_path / "version-2-output")
+
+    # notebook 04 on its own machine, version 2's output attached: it evaluates the run trained there
+    said = notebook("04_evaluate", {"beethoven": dataset, "beetnet-train": second})
+    assert f"trained presets: {DEFAULT_PRESET}; widgets use {run}" in said
+    history = json.loads((run / "history.json").read_text())
+    best = min(history, key=lambda h: h["val_l1"])["epoch"]  # of the two epochs, versions 1 and 2
+    report = json.loads((run.parent / "report.json").read_text())
+    assert list(report["runs"]) == [DEFAULT_PRESET]
+    assert report["runs"][DEFAULT_PRESET]["path"] == str(run) and report["runs"][DEFAULT_PRESET]["epoch"] == best
 
 
 def test_kaggle_is_detected_from_either_variable_and_defaults_to_the_full_profile(tmp_path):
