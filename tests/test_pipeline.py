@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import sys
+import time
+from datetime import datetime
 
 import nbformat
 
@@ -16,8 +19,34 @@ def outputs(path) -> str:
                      for c in nb.cells for o in c.get("outputs", []))
 
 
-def test_the_driver_runs_every_notebook_path_and_leaves_its_own_environment_alone(tmp_path, capsys):
+class Stamped:
+    """Stands in for sys.stdout: each line written, with when it arrived."""
+
+    def __init__(self):
+        self.lines: list[tuple[float, str]] = []
+
+    def write(self, text: str) -> int:
+        self.lines += [(time.time(), line) for line in text.splitlines() if line]
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def when(self, start: str) -> float:
+        return next(t for t, line in self.lines if line.startswith(start))
+
+
+def ran(cell) -> tuple[float, float]:
+    """When the kernel started and finished executing `cell` (nbclient's record of the kernel's messages)."""
+    timing = cell.metadata.execution
+    return tuple(datetime.fromisoformat(timing[k].replace("Z", "+00:00")).timestamp()
+                 for k in ("iopub.execute_input", "shell.execute_reply"))
+
+
+def test_the_driver_runs_every_notebook_path_and_leaves_its_own_environment_alone(tmp_path, monkeypatch):
     before = dict(os.environ)
+    printed = Stamped()
+    monkeypatch.setattr(sys, "stdout", printed)
     steps = (Step("01_download", "01"), Step("02_preprocess_cache", "02"),
              Step("03_train_gpu", "03-original", {"BEETNET_PRESET": "original", "BEETNET_MINUTES": "0.0001"}),
              Step("04_evaluate", "04-one-run"),
@@ -26,15 +55,20 @@ def test_the_driver_runs_every_notebook_path_and_leaves_its_own_environment_alon
     report_path = run_notebooks(tmp_path, "smoke", steps)
     assert dict(os.environ) == before
 
-    said = capsys.readouterr().out
-    assert "[03-original] epoch 1: train L1" in said  # streamed while the cell ran, not after
+    monkeypatch.undo()
+    said = "\n".join(line for _, line in printed.lines)
+    assert "[03-original] epoch 1: train L1" in said
     assert "[03-original] time budget of 0.0001 min reached after epoch 1" in said
     assert "[03-best] epoch 2: train L1" in said
+    # streamed while the training cell ran (epoch 2 trains after epoch 1's line), not printed after it
+    executed = tmp_path / "notebooks"
+    cells = nbformat.read(executed / "03-best.ipynb", as_version=4).cells
+    started, finished = ran(next(c for c in cells if "session.train(" in c.source))
+    assert started < printed.when("[03-best] epoch 1: train L1") < finished
     runs = tmp_path / "runs"
     assert json.loads((runs / "smoke-original" / "history.json").read_text())[-1]["epoch"] == 1
     assert len(json.loads((runs / "smoke-best" / "history.json").read_text())) == 2
 
-    executed = tmp_path / "notebooks"
     assert "trained presets: original; widgets use" in outputs(executed / "04-one-run.ipynb")
     assert "trained presets: original, best; widgets use" in outputs(executed / "04-two-runs.ipynb")
     report = json.loads(report_path.read_text())
