@@ -16,6 +16,8 @@ reconstructions and samples, and `realism.realism_report` splits them by recordi
 """
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,6 +26,7 @@ import torch
 from .features import MelCache
 from .realism import ClipSet, FeatureSpace, realism_report, split_groups
 from .run import Run
+from .storage import BeetNetError, check_array
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
@@ -37,18 +40,33 @@ def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     return direction * ((1 - t) * na + t * nb)
 
 
+def mixing_weights(alphas: list[float] | np.ndarray, mode: str = "linear") -> np.ndarray:
+    """`alphas` as weights to mix with (0: the first code, 1: the second; beyond them, extrapolation), or a
+    one-line refusal: a NaN weight decodes to a NaN spectrogram, and no weights to nothing to show."""
+    if mode not in ("linear", "spherical"):
+        raise ValueError(f"mode must be linear or spherical, not {mode!r}")
+    try:
+        weights = np.asarray(alphas, dtype=np.float64)
+    except (TypeError, ValueError):
+        weights = np.full(1, np.nan)
+    if weights.ndim != 1 or not len(weights) or not np.isfinite(weights).all():
+        raise BeetNetError(f"alphas must be a non-empty list of finite mixing weights (0: the first clip, "
+                           f"1: the second), not {alphas!r}")
+    return weights
+
+
 def mix_codes(za: torch.Tensor, zb: torch.Tensor, alphas: list[float] | np.ndarray,
               mode: str = "linear") -> torch.Tensor:
     """Points between two latents, linearly or along the sphere: (len(alphas), latent)."""
-    if mode not in ("linear", "spherical"):
-        raise ValueError(f"mode must be linear or spherical, not {mode!r}")
+    weights = mixing_weights(alphas, mode)
     mix = torch.lerp if mode == "linear" else slerp
-    return torch.stack([mix(za, zb, float(t)) for t in alphas])
+    return torch.stack([mix(za, zb, float(t)) for t in weights])
 
 
 def interpolate(run: Run, mel_a: np.ndarray, mel_b: np.ndarray, alphas: list[float] | np.ndarray,
                 mode: str = "linear") -> torch.Tensor:
     """Decode points between two clips' latents: (len(alphas), n_mels, frames) dB."""
+    mixing_weights(alphas, mode)  # refused before the two clips are encoded, not after
     return run.decode(mix_codes(run.encode(mel_a), run.encode(mel_b), alphas, mode))
 
 
@@ -68,6 +86,18 @@ def decode_all(run: Run, z: np.ndarray, batch: int = 256) -> np.ndarray:
 
 # --- priors over the latent codes ------------------------------------------------------------
 
+def check_draw(n: int, temperature: float, least: int = 0) -> None:
+    """Refuse, in one line, a count or a temperature a prior cannot draw with: a NaN or infinite temperature
+    decodes to NaN spectrograms, a negative one is the same spread mirrored, and a count below `least`
+    (1 where a person asks for samples to look at) gives nothing to show or a numpy error."""
+    if isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < least:
+        raise BeetNetError(f"n must be a whole number of samples, at least {least}, not {n!r}")
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
+            or not math.isfinite(temperature) or temperature < 0:
+        raise BeetNetError(f"temperature must be a finite number >= 0 (0: the prior's centre, 1: its own "
+                           f"spread), not {temperature!r}")
+
+
 @dataclass
 class GaussianPrior:
     mean: np.ndarray
@@ -79,6 +109,7 @@ class GaussianPrior:
         return cls(z.mean(0), np.linalg.cholesky(cov + 1e-5 * np.eye(z.shape[1])))
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        check_draw(n, temperature)
         eps = np.random.default_rng(seed).standard_normal((n, len(self.mean)))
         return self.mean + temperature * eps @ self.chol.T
 
@@ -97,6 +128,7 @@ class MixturePrior:
         return cls(m.weights_, m.means_, np.linalg.cholesky(m.covariances_))
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        check_draw(n, temperature)
         rng = np.random.default_rng(seed)
         which = rng.choice(len(self.weights), size=n, p=self.weights / self.weights.sum())
         eps = rng.standard_normal((n, self.means.shape[1]))
@@ -115,6 +147,7 @@ class KernelPrior:
         return cls(z.copy(), silverman * z.std(0))
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> np.ndarray:
+        check_draw(n, temperature)
         rng = np.random.default_rng(seed)
         pick = self.codes[rng.integers(len(self.codes), size=n)]
         return pick + temperature * self.bandwidth * rng.standard_normal((n, self.codes.shape[1]))
@@ -124,8 +157,12 @@ PRIORS = {"gaussian": GaussianPrior, "mixture": MixturePrior, "kde": KernelPrior
 
 
 def fit_prior(name: str, z: np.ndarray, seed: int = 0):
+    """Prior `name` fitted to codes (clips, latent); at least 2: one code is a point to copy, not a spread."""
     if name not in PRIORS:
         raise ValueError(f"unknown prior {name!r}: choose one of {', '.join(PRIORS)}")
+    check_array(z, f"the {name} prior", "latent codes (clips, latent)", (None, None))
+    if len(z) < 2:
+        raise BeetNetError(f"the {name} prior is fitted to the codes of at least 2 train clips, not {len(z)}")
     return PRIORS[name].fit(np.asarray(z, dtype=np.float64), seed)
 
 
@@ -134,17 +171,19 @@ class LatentGaussian:
 
     def __init__(self, run: Run, train_db: np.ndarray):
         self.run = run
-        self.prior = GaussianPrior.fit(encode_all(run, train_db))
+        self.prior = fit_prior("gaussian", encode_all(run, train_db))
         self.mean = torch.as_tensor(self.prior.mean)
 
     def sample(self, n: int, seed: int = 0, temperature: float = 1.0) -> torch.Tensor:
         """n new spectrograms in dB; `temperature` scales the spread around the mean."""
+        check_draw(n, temperature, least=1)
         return torch.as_tensor(decode_all(self.run, self.prior.sample(n, seed, temperature)))
 
 
 def samples(runs: dict[str, Run], train_db: np.ndarray, n: int = 4, seed: int = 0, prior: str = "gaussian",
             temperature: float = 1.0) -> dict[str, np.ndarray]:
     """n new spectrograms from each run's prior (by name): {run name: (n, n_mels, frames) dB}."""
+    check_draw(n, temperature, least=1)  # before any clip is encoded
     out = {}
     for name, run in runs.items():
         z = fit_prior(prior, encode_all(run, train_db), seed).sample(n, seed, temperature)

@@ -350,3 +350,87 @@ def test_attack_folders_and_files_beetnet_writes_keep_the_users_mode(tmp_path, s
         assert load_cache(cache).meta["beetnet"] == "cache"
     finally:
         os.umask(umask)
+
+
+# --- 14: what generate.py draws from (helper A's block) ----------------------------------------
+
+@pytest.fixture(scope="module")
+def drawing(trained, smoke_cache):
+    """The trained run and the smoke train clips, to sample and interpolate from."""
+    return load_run(trained), smoke_cache.db("train")
+
+
+@pytest.mark.parametrize("temperature", [float("nan"), float("inf"), -float("inf"), -0.5, "hot"])
+def test_attack_a_temperature_that_is_not_a_finite_number_at_least_0_is_one_line(drawing, temperature):
+    from beetnet_utils.generate import PRIORS, encode_all, fit_prior, samples
+
+    run, train_db = drawing
+    with pytest.raises(BeetNetError) as exc:
+        samples({"r": run}, train_db, n=2, temperature=temperature)
+    one_line(exc, "temperature", "finite number >= 0", repr(temperature))
+    codes = encode_all(run, train_db)
+    for name in PRIORS:  # every prior's own sample, which generation_report and the benchmarks call
+        with pytest.raises(BeetNetError) as exc:
+            fit_prior(name, codes).sample(2, temperature=temperature)
+        one_line(exc, "temperature", repr(temperature))
+
+
+def test_temperature_0_is_the_gaussian_priors_centre_decoded(drawing):
+    from beetnet_utils.generate import samples
+
+    run, train_db = drawing
+    drawn = samples({"r": run}, train_db, n=3, temperature=0.0)["r"]
+    assert drawn.shape == (3, *train_db.shape[1:]) and np.isfinite(drawn).all()
+    assert np.allclose(drawn, drawn[0])  # no spread: every sample is the mean code, decoded
+
+
+@pytest.mark.parametrize("n", [0, -1, 2.5, True])
+def test_attack_samples_of_no_negative_or_fractional_count_is_one_line(drawing, n):
+    """n=0 is refused, not answered with an empty array: every caller of samples shows or plays what it draws,
+    and an empty grid is a matplotlib error two cells later, far from the 0 that caused it."""
+    from beetnet_utils.generate import LatentGaussian, samples
+
+    run, train_db = drawing
+    with pytest.raises(BeetNetError) as exc:
+        samples({"r": run}, train_db, n=n)
+    one_line(exc, "n must be a whole number of samples", "at least 1", repr(n))
+    with pytest.raises(BeetNetError) as exc:
+        LatentGaussian(run, train_db).sample(n)
+    one_line(exc, "n must be a whole number of samples", repr(n))
+
+
+@pytest.mark.parametrize("alphas", [[], [0.0, float("nan")], [float("inf")], "half", 0.5, [[0.0, 1.0]]])
+def test_attack_interpolate_without_finite_alphas_is_one_line(drawing, alphas):
+    """No alphas is refused too: an interpolation of no points has nothing to show."""
+    from beetnet_utils import interpolate
+    from beetnet_utils.generate import mix_codes
+
+    run, train_db = drawing
+    with pytest.raises(BeetNetError) as exc:
+        interpolate(run, train_db[0], train_db[1], alphas)
+    one_line(exc, "alphas", "a non-empty list of finite mixing weights")
+    with pytest.raises(BeetNetError) as exc:
+        mix_codes(run.encode(train_db[0]), run.encode(train_db[1]), alphas, "spherical")
+    one_line(exc, "alphas")
+    with pytest.raises(BeetNetError) as exc:  # the weights are checked before the clips are encoded
+        interpolate(run, np.zeros(3), train_db[1], alphas)
+    one_line(exc, "alphas")
+    beyond = interpolate(run, train_db[0], train_db[1], np.array([-0.5, 1.5]))  # extrapolation is a finite weight
+    assert beyond.shape == (2, *train_db.shape[1:]) and torch.isfinite(beyond).all()
+
+
+@pytest.mark.parametrize("clips", [0, 1])
+def test_attack_a_prior_fitted_to_no_code_or_one_is_one_line(drawing, clips):
+    from beetnet_utils.generate import PRIORS, encode_all, fit_prior, samples
+
+    run, train_db = drawing
+    codes = encode_all(run, train_db[:clips])
+    for name in PRIORS:
+        with pytest.raises(BeetNetError) as exc:
+            fit_prior(name, codes)
+        one_line(exc, f"the {name} prior", "at least 2 train clips", f"not {clips}")
+    with pytest.raises(BeetNetError) as exc:
+        samples({"r": run}, train_db[:clips], n=2, prior="mixture")
+    one_line(exc, "the mixture prior", "at least 2 train clips")
+    two = samples({"r": run}, train_db[:2], n=2, prior="mixture")["r"]  # two clips: a distribution, if a thin one
+    assert two.shape == (2, *train_db.shape[1:]) and np.isfinite(two).all()
