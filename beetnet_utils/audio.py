@@ -167,18 +167,21 @@ def save_wav(wav: np.ndarray, path: Path, sample_rate: int) -> Path:
 
 
 def listen(run, cache, index: int, n_iter: int | None = None, quality: str = "final") -> dict[str, np.ndarray]:
-    """The three sounds of one cached clip: the file itself, its own mel inverted, the model's."""
+    """The three sounds of one cached clip: the "real clip" (the file itself), "inversion only" (its own mel
+    inverted: what the inversion alone does) and the model's "reconstruction". The clip is never called
+    "original": a run may be the `original` preset."""
     f = cache.features
     mel = cache.mels[index].astype(np.float32)
     wav, _, _ = load_clip(Path(cache.meta["clips_dir"]) / cache.names[index], f)
-    out = {"original": wav.numpy()} if wav is not None else {}
-    return out | {"oracle": mel_to_audio(mel, f, n_iter, quality=quality),
+    out = {"real clip": wav.numpy()} if wav is not None else {}
+    return out | {"inversion only": mel_to_audio(mel, f, n_iter, quality=quality),
                   "reconstruction": mel_to_audio(run.reconstruct(mel), f, n_iter, quality=quality)}
 
 
 def listen_runs(runs: dict, cache, index: int, n_iter: int | None = None,
                 quality: str = "final") -> dict[str, np.ndarray]:
-    """One clip: the file, its oracle, and every run's reconstruction, to hear the presets side by side."""
+    """One clip: the real clip, the inversion alone, and every run's reconstruction under the run's name, to
+    hear the presets side by side."""
     (first, run), *others = runs.items()
     sounds = listen(run, cache, index, n_iter, quality)
     sounds[first] = sounds.pop("reconstruction")  # rendered once, kept under its run's name

@@ -11,15 +11,21 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
+from jupyter_client import AsyncKernelManager
+from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
+from .audio import listen_runs, save_wav
 from .config import PRESETS
 from .evaluate import markdown_table
+from .features import load_cache
+from .run import load_run
 from .storage import claim_dir
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,8 +44,13 @@ STEPS = (Step("01_download", "01_download"), Step("02_preprocess_cache", "02_pre
          Step("04_evaluate", "04_evaluate"))
 
 
+# What a person running make demo wants to see as it happens; the rest stays in the executed notebooks.
+ECHOED = re.compile(r"^(epoch \d|resuming|time budget|the run's time budget|note:|warning|error)")
+
+
 class EchoingClient(NotebookClient):
-    """A notebook client that also prints each cell's text output to the terminal as it arrives."""
+    """A notebook client that also prints, as they arrive, the lines of a cell's text output that a person
+    watches for (ECHOED: the epochs of training, warnings, errors)."""
 
     def __init__(self, nb, prefix: str, **kw):
         super().__init__(nb, **kw)
@@ -48,8 +59,8 @@ class EchoingClient(NotebookClient):
     def output(self, outs, msg, display_id, cell_index):
         if msg["msg_type"] == "stream":
             for line in msg["content"]["text"].splitlines():
-                if line.strip():
-                    print(f"[{self.prefix}] {line}", flush=True)
+                if ECHOED.match(line.strip()):
+                    print(f"[{self.prefix}] {line.strip()}", flush=True)
         return super().output(outs, msg, display_id, cell_index)
 
 
@@ -64,12 +75,15 @@ def save_figures(nb, folder: Path, name: str) -> None:
 def run_notebook(notebook: Path, executed: Path, env: dict[str, str], name: str, figures: Path | None = None) -> None:
     """Execute one notebook in a fresh kernel whose environment is `env`; save the executed copy."""
     nb = nbformat.read(notebook, as_version=4)
-    client = EchoingClient(nb, name, timeout=None, kernel_name="python3",
-                           resources={"metadata": {"path": str(notebook.parent)}})
+    # IPC sockets, not TCP on localhost: nothing to listen on a port, and no kernel warning about plain-text TCP
+    km = AsyncKernelManager(kernel_name="python3", transport="ipc")
+    client = EchoingClient(nb, name, km=km, timeout=None, resources={"metadata": {"path": str(notebook.parent)}})
     t0 = time.perf_counter()
     try:
         client.execute(env=env)
     finally:
+        if km.has_kernel:  # a kernel manager passed in is the caller's to shut down
+            run_sync(km.shutdown_kernel)(now=True)
         executed.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, executed)
         if figures is not None:
@@ -93,13 +107,28 @@ def run_notebooks(out: Path, profile: str = "demo", steps: tuple[Step, ...] = ST
     return out / "runs" / "report.json"
 
 
+def listening_files(out: Path, profile: str) -> dict[str, Path]:
+    """One held-out clip as WAVs, to hear beside each other: the real clip, its own mel inverted (what the
+    inversion alone does to it), and each trained preset's reconstruction."""
+    cache = load_cache(out / "cache")
+    runs = {p: load_run(out / "runs" / f"{profile}-{p}") for p in PRESETS
+            if (out / "runs" / f"{profile}-{p}" / "best.pt").exists()}
+    index = int(cache.indices("test")[0])
+    sounds = listen_runs(runs, cache, index)
+    clip = Path(cache.names[index]).stem
+    return {name: save_wav(wave, out / "listen" / f"{clip}-{name.replace(' ', '_')}.wav", cache.features.sample_rate)
+            for name, wave in sounds.items()}
+
+
 def demo(out: Path, profile: str = "demo") -> None:
     out = Path(out).resolve()
     report_path = run_notebooks(out, profile)
+    wavs = listening_files(out, profile)
     print()
     print(markdown_table(json.loads(report_path.read_text())))
     print(f"""
-executed notebooks: {out}/notebooks/
+executed notebooks: {out}/notebooks/  (open them: every table, figure and player)
 figures:            {out}/figures/
+listen:             {'  '.join(str(p.relative_to(out)) for p in wavs.values())}  (in {out})
 clips, cache, runs: {out}/clips  {out}/cache  {out}/runs
 report (JSON):      {report_path}""")
