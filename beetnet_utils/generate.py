@@ -240,6 +240,17 @@ def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarr
                            "held-out": len(np.unique(heldout_recordings))}}
 
 
+def best_prior(report: dict, run: str, default: str = "gaussian") -> str:
+    """The prior whose samples look most real for `run` in an evaluation report: the lowest two-sample
+    accuracy of its `prior NAME` rows, the lowest Fréchet distance where no accuracy is measurable, and
+    `default` where the report has no realism rows for the run (too few clips)."""
+    rows = report.get("realism", {}).get(run, {}).get("rows", {})
+    measured = {name.removeprefix("prior "): (row["accuracy"], row["frechet"])
+                for name, row in rows.items() if name.startswith("prior ")}
+    ranked = sorted(measured, key=lambda p: [(x is None, x or 0.0) for x in measured[p]])
+    return ranked[0] if ranked else default
+
+
 def _clip_set(run: Run, db: np.ndarray, recordings: np.ndarray) -> ClipSet:
     codes = encode_all(run, db)
     return ClipSet(db, recordings, codes, decode_all(run, codes))

@@ -27,10 +27,10 @@ def loss_curves(histories: dict[str, list[dict]]):
     return fig
 
 
-def triptych(original_db: np.ndarray, recon_db: np.ndarray, title: str = "", db_range: tuple[float, float] = DB_RANGE):
-    """Original, reconstruction and |error|, all on one dB colour scale so their sizes compare."""
+def triptych(real_db: np.ndarray, recon_db: np.ndarray, title: str = "", db_range: tuple[float, float] = DB_RANGE):
+    """The real clip, its reconstruction and |error|, all on one dB colour scale so their sizes compare."""
     fig, axes = plt.subplots(1, 3, figsize=(11, 3.1), sharey=True, constrained_layout=True)
-    panels = [("original", original_db), ("reconstruction", recon_db), ("|error|", np.abs(original_db - recon_db))]
+    panels = [("real clip", real_db), ("reconstruction", recon_db), ("|error|", np.abs(real_db - recon_db))]
     for ax, (name, img) in zip(axes, panels):
         im = ax.imshow(np.asarray(img), origin="lower", aspect="auto", cmap="magma", vmin=db_range[0], vmax=db_range[1])
         ax.set_title(name)
@@ -163,11 +163,12 @@ def grid(rows: dict[str, list[np.ndarray]], titles: list[str] | None = None, db_
 
 
 def presets_side_by_side(runs: dict, cache, index: int):
-    """One clip: the original and each run's reconstruction, on one colour scale, with each one's L1."""
-    original = cache.mels[index].astype(np.float32)
-    panels, titles = [original], [f"original {cache.names[index]}"]
+    """One clip: the real clip, then each run's reconstruction, on one colour scale, with each one's L1. The
+    clip is "real clip", never "original": a run may be the `original` preset."""
+    real = cache.mels[index].astype(np.float32)
+    panels, titles = [real], [f"real clip {cache.names[index]}"]
     for name, run in runs.items():
-        rec = run.reconstruct(original).numpy()
+        rec = run.reconstruct(real).numpy()
         panels.append(rec)
-        titles.append(f"{name}: L1 {np.abs(rec - original).mean() / run.stats['std']:.3f}")
+        titles.append(f"{name}: L1 {np.abs(rec - real).mean() / run.stats['std']:.3f}")
     return clip_gallery(panels, titles)

@@ -14,24 +14,13 @@
 # ---
 
 # %% [markdown]
-# # 01 · Download: two-second clips of Beethoven's piano music
+# # 01 · Download: two-second clips of piano music
 #
-# BeetNet learns from short clips: **2.0 s of mono audio at 16 kHz**, one file per clip, named
-# `{recording}_{k}.wav` (clip *k* of MusicNet recording *recording*). The original project used the
-# Kaggle data set [`alexzyukov/beethoven`](https://www.kaggle.com/datasets/alexzyukov/beethoven):
-# 18,941 clips cut from the Beethoven solo-piano recordings of MusicNet.
-#
-# Four sources make the same folder:
-#
-# | source | what it does |
-# |---|---|
-# | `kaggle` | downloads the original's clips (about 1 GB; the default in Colab) |
-# | `musicnet` | rebuilds them from MusicNet (10.8 GB) with consecutive, non-overlapping clips |
-# | `folder` | cuts your own recordings (wav, flac, ogg, mp3; any rate, any channels) |
-# | `demo` | synthesises 16 recordings of Beethoven themes on a modelled piano, offline (the default elsewhere) |
-#
-# One thing to know about the original data: its clips were cut at *random* start times, so clips of one
-# recording overlap. Any honest evaluation must therefore split **by recording**, never by clip (notebook 02).
+# This step makes the folder every later step reads: **2.0 s clips of mono audio at 16 kHz**, one WAV per
+# clip, named `{recording}_{k}.wav`. It fetches the original project's clips of Beethoven's piano music
+# from Kaggle (in Colab and Kaggle), synthesises a small demo set (everywhere else), or cuts your own
+# recordings. You will see how many clips came from how many recordings, four of them as mel
+# spectrograms, and two to listen to.
 
 # %%
 # Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
@@ -52,40 +41,51 @@ session = bn.start()  # where we run (and which GPU), the profile, where files l
 
 # %% [markdown]
 # ## Fetch or build the clips
-#
-# Change `SOURCE` to choose. Running the cell again reuses a finished folder.
-# Without network or Kaggle access the `kaggle` source stops with a one-line message that says what to do.
 
 # %%
-SOURCE = session.config.data.source  # "kaggle", "musicnet", "folder" or "demo"
-AUDIO_DIR = None  # for SOURCE = "folder": the folder with your recordings
+AUDIO_DIR = None  # or a folder of your own recordings (wav, flac, ogg, mp3): see below
+SOURCE = "folder" if AUDIO_DIR else session.config.data.source  # else "kaggle", "musicnet" or "demo"
 
 clips = session.download(SOURCE, AUDIO_DIR)
 print(clips.summary())
 
 # %% [markdown]
-# Look at the end of that line: `skipped inputs: none` means every file became clips. Anything else is
-# counted by reason (unreadable, too short, ...) and left out, never fatal.
+# The end of that line counts what was left out: `skipped inputs: none` means every file became clips;
+# anything else is counted by reason (unreadable, too short, ...), never fatal. Running the cell again
+# reuses a finished folder.
 #
-# ## How much music, from which recordings
+# **Your own recordings** are read where they are, at any sample rate, mono or stereo:
+#
+# | where you run | put them | then set |
+# |---|---|---|
+# | Colab | in a folder on your Google Drive (`bn.start()` has mounted it) | `AUDIO_DIR = "/content/drive/MyDrive/my_piano"` |
+# | Kaggle | in a dataset, attached with *Add Input* | `AUDIO_DIR = "/kaggle/input/my-piano"` |
+# | your machine | in any folder | `AUDIO_DIR = "/home/you/Music/piano"` (a relative path starts at this notebook) |
+#
+# Each file is a recording, cut into consecutive 2 s clips. The other sources: `kaggle` is the original's
+# 18,941 clips ([`alexzyukov/beethoven`](https://www.kaggle.com/datasets/alexzyukov/beethoven), about
+# 1 GB), `musicnet` rebuilds them from MusicNet's recordings (10.8 GB), `demo` is 16 recordings of
+# Beethoven themes on a modelled piano, made offline.
 
 # %%
 display(Markdown(clips.markdown()))
 
 # %% [markdown]
-# ## What a clip looks like and sounds like
-#
-# A mel spectrogram: time runs left to right (63 frames of 32 ms), pitch bottom to top (96 mel bins),
-# loudness is colour.
+# Clips per recording. The Kaggle clips were cut at random start times, so clips of one recording
+# overlap: every later step splits and measures **by recording**, never by clip.
 
 # %%
 names, mels, waves = bn.features.preview(clips.path, session.config.features, n=4)
 bn.plots.clip_gallery(mels, names);
 
 # %% [markdown]
-# Piano notes show as stacks of horizontal lines (a fundamental and its partials) that start together at
-# the hammer strike and fade; a vertical stripe is an attack. Listen to two of them:
+# Four clips as mel spectrograms: time left to right (63 frames of 32 ms), pitch bottom to top (96 mel
+# bins), loudness as colour. A piano note is a stack of horizontal lines (a fundamental and its partials)
+# that start together at the hammer strike and fade; a vertical stripe is an attack.
 
 # %%
 for name, wave in zip(names[:2], waves):
     display(Markdown(f"**{name}**"), Audio(wave, rate=session.config.features.sample_rate))
+
+# %% [markdown]
+# The first two clips as they sound. Notebook 02 turns every clip into the spectrograms you just saw.

@@ -16,22 +16,10 @@
 # %% [markdown]
 # # 02 · Preprocess: clips to a mel-spectrogram cache
 #
-# Exactly the original's features: each clip is peak-normalised, turned into a mel spectrogram
-# (`n_fft` 2048, hop 512, 96 mel bins, magnitude), converted to dB and clamped to **[-40, 60] dB**.
-# A 2 s clip gives a 96 × 63 image. Clips that are silent (mean |wav| below 1e-3 after
-# normalisation, as in the original) are dropped.
-#
-# What we do differently, and why:
-#
-# * **Bad files are skipped and counted, never fatal**: unreadable or corrupt files, silence, clips
-#   too short to use. Stereo is averaged to mono, another sample rate is resampled, a short clip is
-#   padded. Every skip and repair is listed below.
-# * **The cache is three files** (`mels.npy`, `index.csv`, `meta.json`) instead of one file per clip:
-#   Google Drive is slow with thousands of small files. It is rebuilt only when the clips or the
-#   feature settings change, and written atomically, so an interrupted build never leaves half a cache.
-# * **Split by recording** into train, validation and test (about 80/10/10): clips of one recording
-#   never sit in two splits, so the test score is on music the model never heard.
-# * **Standardisation statistics from the train split only**, so nothing leaks from the test set.
+# This step turns every clip of notebook 01 into what the model learns from: a mel spectrogram of
+# 96 × 63 dB values, computed exactly as the original project did, all kept in one cache. It also splits
+# the recordings into train, validation and test. You will see the splits and what was left out, where
+# the dB values fall, and how many clips each recording gave.
 
 # %%
 # Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
@@ -52,34 +40,37 @@ session = bn.start()  # where we run (and which GPU), the profile, where files l
 
 # %% [markdown]
 # ## Build or reuse the cache
-#
-# In Colab the cache is read from the VM's fast local disk and a one-file copy is kept on Drive,
-# so notebooks 03 and 04 can restore it after a disconnect without recomputing.
 
 # %%
 cache = session.cache()
 
 # %% [markdown]
-# ## Splits, skips and statistics
+# The cache is built once and reused until the clips or the feature settings change; it is written
+# atomically, so an interrupted build never leaves half a cache. It is three files (`mels.npy`,
+# `index.csv`, `meta.json`), not one per clip, because Google Drive is slow with thousands of small
+# files; in Colab a one-file copy on Drive lets notebooks 03 and 04 restore it after a disconnect.
 
 # %%
 display(Markdown(cache.markdown()))
 
 # %% [markdown]
-# Every split should hold at least one recording, and no recording sits in two. On the full data the
-# mean and std land near the original's 8.37 and 16.94 dB; they differ a little because they come from
-# the train recordings only.
-#
-# ## The dB values, and the clamp
+# The split is **by recording** (about 80/10/10): no recording sits in two splits, so the test score is
+# on music the model never heard. The mean and std that standardise the model's input come from the train
+# recordings alone (on the full data they land near the original's 8.37 and 16.94 dB). Silent clips
+# (mean |wav| below 1e-3, as in the original) and unreadable files are counted and left out; stereo is
+# averaged, another sample rate resampled, a short clip padded.
 
 # %%
 bn.plots.db_histogram(cache);
 
 # %% [markdown]
-# Quiet bins pile up at -40 dB, the floor of the clamp: that spike is the silence between and above the
-# notes. A spike at +60 dB would mean clipping; there should be none.
-#
-# ## Clips per recording and the split each recording belongs to
+# Each clip is peak-normalised, turned into a mel spectrogram (`n_fft` 2048, hop 512, 96 mel bins,
+# magnitude), converted to dB and clamped to **[-40, 60] dB** (the dashed lines), as in the original.
+# The spike at -40 dB is silence between and above the notes; a spike at +60 dB would mean clipping.
 
 # %%
 bn.plots.split_sizes(cache);
+
+# %% [markdown]
+# One bar per recording, coloured by its split: every recording is in exactly one. Notebook 03 trains on
+# the blue ones and checks itself on the orange ones after every epoch.

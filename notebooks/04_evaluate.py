@@ -16,17 +16,12 @@
 # %% [markdown]
 # # 04 · Evaluate, listen and generate
 #
-# The original reported only its training loss (about 0.17). Here every number is measured on
-# **recordings the model never heard**, beside three baselines that cost nothing to train:
-#
-# | baseline | what it predicts for a clip |
-# |---|---|
-# | `global_mean` | the average training spectrogram, whatever the clip |
-# | `clip_mean_spectrum` | the clip's own average spectrum, repeated over time (it knows the clip!) |
-# | `pca_256` | a linear autoencoder: PCA with as many components as the model has latent numbers |
-#
-# A model that does not beat them has not learned much. L1 is shown standardised (the original's unit)
-# and in dB.
+# This step measures the presets you trained in notebook 03, `best` (ours) and `original` (the
+# specification's), on recordings neither of them heard, beside three baselines that cost nothing to
+# train. You will see their errors side by side, one clip as image and sound (the real clip, then each
+# preset's reconstruction), two views to explore clips and walk between them, how real new
+# spectrograms look, and samples of the prior that looks most real. Why `best` is built as it is, and
+# every benchmark behind it: [docs/RESULTS.md](../docs/RESULTS.md).
 
 # %%
 # Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
@@ -47,143 +42,130 @@ session = bn.start()  # where we run (and which GPU), the profile, where files l
 
 # %%
 cache = session.load_cache()
-runs = session.load_runs()  # every preset trained in notebook 03: {"original": ..., "best": ..., "sharp": ...}
-run = runs.get(bn.DEFAULT_PRESET, next(iter(runs.values())))  # the one the widgets below use
+runs = session.load_runs()  # every preset trained in notebook 03: {"original": ..., "best": ...}
+PRESET = bn.DEFAULT_PRESET if bn.DEFAULT_PRESET in runs else next(iter(runs))  # the one the views below use
+run = runs[PRESET]
 print(f"trained presets: {', '.join(runs)}; widgets use {run.path}")
 
 # %% [markdown]
-# ## The models against the baselines
+# ## `best` and `original`, side by side
 
 # %%
 report = session.evaluate(runs)
 display(Markdown(bn.markdown_table(report)))
 
 # %% [markdown]
-# Lower is better. `best` should sit below `pca_256` on both splits; if it does not, train longer
-# (notebook 03 resumes where it stopped). `sharp` pays a little L1 for onsets that stay sharp: the
-# realism table further down shows what it buys. The specification's `original` model usually lands between
-# `global_mean` and `pca_256`: that gap is why `best` exists. The report is saved as `report.json`
-# beside the runs.
+# Each model's L1 against the real clips of the validation and test recordings, standardised (the
+# original's unit) and in dB; lower is better. `best` should beat `pca_256`, a linear autoencoder with
+# as many numbers in its code; `original` usually lands between `pca_256` and `global_mean` (the
+# average spectrogram, whatever the clip), and `clip_mean_spectrum` knows each clip's own average
+# spectrum. The report is saved as `report.json` beside the runs.
 
 # %%
 bn.plots.metrics_bars(report);
 
 # %% [markdown]
-# The same table as bars, one group per split: the shorter the bar, the closer the reconstruction. Next,
-# how each preset got there: training and validation loss per epoch (standardised L1; lower is better).
+# The same table as bars, one colour per split: the shorter the bar, the closer the reconstruction. A
+# model that stands no lower than the baselines has not learned much.
 
 # %%
 bn.plots.loss_curves({name: r.history for name, r in runs.items()});
 
 # %% [markdown]
-# A preset whose dashed validation curve is still falling at the last epoch would gain from more
-# training; one whose validation curve turned up has begun to memorise its training recordings.
+# Train (solid) and validation (dashed) L1 per epoch. A validation curve still falling at the last epoch
+# would gain from more training (notebook 03 resumes where it stopped); one that turned up has begun to
+# memorise its training recordings.
 #
-# ## One test clip, every preset
+# ## One clip: the real clip, then each preset's reconstruction
 
 # %%
 index = int(cache.indices("test")[len(cache.indices("test")) // 2])
 bn.plots.presets_side_by_side(runs, cache, index);
 
 # %% [markdown]
-# Each panel's title gives its L1 on this clip. Partials that stay sharp horizontal lines, and onsets
-# that stay vertical edges, are what the better preset keeps. Below, the chosen run's reconstruction and
-# its error, on one colour scale.
-
-# %%
-original = cache.mels[index].astype("float32")
-bn.plots.triptych(original, run.reconstruct(original).numpy(), f"{cache.names[index]}, {run.config.model.preset} preset");
-
-# %% [markdown]
-# Same colour scale in all three panels. Look at the note onsets (vertical edges) in the error panel:
-# that is where an L1-trained decoder blurs most.
+# One test clip and each preset's reconstruction of it, on one colour scale, each titled with its L1 on
+# this clip. Partials that stay sharp horizontal lines and onsets that stay vertical edges are what the
+# better preset keeps.
 
 # %%
 for name, wave in bn.audio.listen_runs(runs, cache, index).items():
     display(Markdown(f"**{name}**"), Audio(wave, rate=cache.features.sample_rate))
 
 # %% [markdown]
-# ## Compare: original, reconstruction and error
+# The same clip as sound: the real clip, the **oracle** (its own mel spectrogram turned back into sound,
+# no model involved: what the inversion alone does), then each preset's reconstruction. What the oracle
+# loses, every preset loses too; the rest is the model's doing.
+
+# %%
+real = cache.mels[index].astype("float32")
+bn.plots.triptych(real, run.reconstruct(real).numpy(), f"{cache.names[index]}, the {PRESET} preset");
+
+# %% [markdown]
+# The real clip, the reconstruction and their difference on one colour scale. The error gathers at the
+# note onsets (vertical edges): that is where a decoder trained on L1 blurs most.
 #
-# Choose a split, a recording and a clip. The three players: the clip itself, its own mel spectrogram
-# turned back into sound (the **oracle**: what Griffin-Lim phase reconstruction alone does to it), and
-# the model's reconstruction. The difference between the last two is the model's doing. A background
-# thread fits the codes of the next clips and renders their sound before the slider gets there, so a
-# move only draws (tens of milliseconds). A clip it has not reached yet (a new recording, a jump far
-# ahead) is drawn at once from the encoder's code, marked *refining…*, and drawn again a second or two
-# later with its refined code and its sound.
+# ## Explore: any clip, and the way between two
 
 # %%
 compare = bn.widgets.CompareView(run, cache)
 display(compare.widget)
 
 # %% [markdown]
-# ## Walk between two clips
-#
-# Encode two clips, mix their latent vectors (linearly, or along the sphere), decode the mix.
+# Choose a split, a recording and a clip to see and hear it beside its reconstruction, with the oracle
+# to tell the inversion's loss from the model's. The view refines and renders the next clips before the
+# slider gets there; a clip it has not reached yet is drawn at once from the encoder's code, marked
+# *refining…*, and drawn again a second or two later.
 
 # %%
 walk = bn.widgets.InterpolateView(run, cache)
 display(walk.widget)
 
 # %% [markdown]
-# At alpha 0 and 1 you see the two clips' own reconstructions; in between, a decoder that only ever saw
-# real clips' codes. A mix that fades one clip's notes out while the other's fade in means the latent
-# space is smooth.
+# Two clips are encoded, their codes mixed (linearly, or along the sphere) and the mix decoded. At alpha
+# 0 and 1 you see the two reconstructions; a mix in which one clip's notes fade out as the other's fade
+# in means the latent space is smooth between them.
 #
-# ## New spectrograms from the latent space
-#
-# A prior is fitted to the latent vectors of the training clips, sampled, and decoded. Three priors:
-# `gaussian` (one full-covariance Gaussian), `mixture` (a mixture of Gaussians: clusters of codes, each
-# with its own spread) and `kde` (a train clip's code plus a little noise). `TEMPERATURE` scales the
-# spread: below 1 the samples are safer and blander, above 1 wilder.
-
-# %%
-PRIOR, TEMPERATURE = "mixture", 1.0
-samples = bn.generate.samples(runs, cache.db("train"), n=4, prior=PRIOR, temperature=TEMPERATURE)
-bn.plots.grid({name: list(s) for name, s in samples.items()}, [f"{PRIOR} sample {i}" for i in range(4)]);
-
-# %% [markdown]
-# Compare them with the real clips of notebook 01: samples are smoother, with fewer sharp onsets and
-# clear partials. How much of that is the decoder and how much the prior is measured next.
-
-# %%
-for name, s in samples.items():
-    display(Markdown(f"**{name}**, sample 0"), Audio(bn.mel_to_audio(s[0], cache.features), rate=cache.features.sample_rate))
-
-# %% [markdown]
-# ## How real do they look?
-#
-# A classifier is trained to tell two sets of spectrograms apart; its accuracy on recordings it did
-# not train on is the gap between them (0.5: it cannot tell). The Fréchet distance measures the same
-# gap in the same features (PCA of the mel plus the sharpness of each band). Clips of one recording
-# look alike, so every set is split by recording: no recording is on both sides of a row, nor in both
-# the classifier's training and scoring halves. `recordings` says how many each side holds; `n/m`
-# (not measurable) marks a side with fewer than 2.
+# ## How real do new spectrograms look?
 
 # %%
 display(Markdown(bn.generate.realism_table(report.get("realism", {}))))
 
 # %% [markdown]
-# Read it from the top, and against its noise. With the demo's 4 held-out recordings (validation and
-# test), 2 a side, `real halves` reads 0.50 ± 0.10 over 21 seeds (0.34 to 0.63), and `floor`, two
-# recordings against two others, ± 0.27: a smaller difference says nothing here (the full profile
-# holds out many more recordings). `decoder` (reconstructions of one half against real clips of the
-# other) is the blur an L1 decoder adds, and where `sharp` should read lower than `best` (its
-# reconstructions keep their onsets); `floor` compares reconstructions of train recordings the priors
-# never saw; each `prior` row is that prior's samples against the floor's second half, with the same
-# decoder on both sides. If a prior's nearest-train distance is much below that of the held-out
-# reconstructions, it is copying.
+# A classifier learns to tell two sets of spectrograms apart on some recordings and is scored on others:
+# 0.5 means it cannot tell them apart (the Fréchet distance measures the same gap in the same features).
+# No recording is on both sides of a row; `recordings` says how many each side holds, and `n/m` marks a
+# side with fewer than 2. Read it from the top and against its noise: on the demo's 4 held-out
+# recordings `real halves` reads 0.50 ± 0.10 over 21 seeds and `floor` ± 0.27, so smaller differences
+# say nothing there. `decoder` is the blur the decoder adds; `floor` is reconstructions of train
+# recordings the priors never saw, and each `prior` row that prior's samples against it. A prior whose
+# nearest-train distance is far below the held-out reconstructions' is copying.
+#
+# ## Samples of the prior that looks most real
+
+# %%
+PRIOR = bn.generate.best_prior(report, PRESET)  # the prior row of lowest accuracy above (gaussian if none)
+samples = bn.generate.samples(runs, cache.db("train"), n=4, prior=PRIOR)
+bn.plots.grid({name: list(s) for name, s in samples.items()}, [f"{PRIOR} sample {i}" for i in range(4)]);
 
 # %% [markdown]
-# ## The latent space
+# Four codes drawn from the prior fitted to each preset's train codes, decoded: `gaussian` is one
+# Gaussian, `mixture` clusters of codes each with its own spread, `kde` a train clip's code plus a little
+# noise. Beside the real clips of notebook 01 they are smoother, with fewer sharp onsets; `temperature`
+# below 1 (an argument of `samples`) makes them safer and blander, above 1 wilder.
+
+# %%
+for name, s in samples.items():
+    display(Markdown(f"**{name}**, {PRIOR} sample 0"), Audio(bn.mel_to_audio(s[0], cache.features), rate=cache.features.sample_rate))
+
+# %% [markdown]
+# The first sample of each preset as sound, through the same inversion as the oracle above.
 #
-# The latent vectors of the held-out clips (validation and test recordings), projected on their first
-# two principal components, coloured by recording.
+# ## The latent space
 
 # %%
 bn.plots.latent_map(run, cache);
 
 # %% [markdown]
-# Clips of one recording that cluster together mean the latent vector captures something about the
-# piece (key, register, texture); clusters that overlap mean the code describes sound more than piece.
+# The codes of the held-out clips on their first two principal components, one colour per recording.
+# Clips of one recording that cluster mean the code captures the piece (key, register, texture); clusters
+# that overlap mean it describes sound more than piece.

@@ -65,3 +65,13 @@ def test_every_plot_or_table_is_followed_by_what_to_look_for(nb):
             after = cells[i + 1]
             assert after["cell_type"] == "markdown" and len("".join(after["source"]).split("\n\n")[0].split()) >= 12, \
                 f"cell {i} of {nb.name} needs a sentence after it: {src}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
+def test_each_notebook_opens_with_at_most_15_lines_of_markdown(nb):
+    """Issue 24: what this step does and what you will see, then the first cell; the rest of the text sits
+    beside the cell it explains."""
+    cells = json.loads(nb.read_text())["cells"]
+    first_code = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")
+    opening = [line for c in cells[:first_code] for line in "".join(c["source"]).splitlines() if line.strip()]
+    assert opening and len(opening) <= 15, f"{nb.name} opens with {len(opening)} lines of markdown before its first cell"
