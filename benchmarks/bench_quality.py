@@ -98,6 +98,20 @@ def change(a: float, b: float) -> str:
     return f"{100 * (1 - a / b):+.1f}%"
 
 
+def parse_overrides(items: list[str]) -> dict[str, dict]:
+    """["train.flux_weight=0", ...] -> {"train": {"flux_weight": 0}}: changes for Config.replace."""
+    out: dict[str, dict] = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        section, _, name = key.partition(".")
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = value
+        out.setdefault(section, {})[name] = tuple(parsed) if isinstance(parsed, list) else parsed
+    return out
+
+
 def worse(a: float, b: float) -> str:
     """How much higher a is than b, in percent (positive: a is worse)."""
     return f"{100 * (a / b - 1):+.1f}%"
@@ -112,6 +126,9 @@ def main() -> None:
                     "budget that does not depend on what else the machine is doing)")
     ap.add_argument("--presets", nargs="*", default=["best"], choices=[*PRESETS, *EXPERIMENTS],
                     help="the presets of the main table: ours, the specification's, or an earlier round's")
+    ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
+                    help="change a setting of every preset trained, e.g. train.flux_weight=0 (repeatable; the "
+                         "value is read as JSON, else as a string)")
     ap.add_argument("--subject", choices=["best", "local", "pca_gru"], default="best",
                     help="the preset the encode time, the goals and the ablation are about")
     ap.add_argument("--ablation", nargs="*", choices=sorted({*ABLATIONS, *PCA_GRU_ABLATIONS}), metavar="ROUTE",
@@ -126,6 +143,7 @@ def main() -> None:
     args = ap.parse_args()
     started = time.perf_counter()
     quiet = lambda m: None  # noqa: E731
+    overrides = parse_overrides(args.overrides)
     subject = args.subject
     routes = PCA_GRU_ABLATIONS if subject == "pca_gru" else ABLATIONS
     ablation = None if args.ablation is None else (args.ablation or list(routes))
@@ -186,7 +204,7 @@ def main() -> None:
               f"evaluation {timing[name]['eval_s']:.0f} s", flush=True)
 
     for preset in presets:
-        train_and_score(preset, with_preset(cfg, preset), args.work / f"run_{preset}")
+        train_and_score(preset, with_preset(cfg, preset).replace(**overrides), args.work / f"run_{preset}")
     if subject in timing:
         x_test = data["test"][0][:args.encode_clips]
         timing["encode_ms"] = {key: encode_ms_per_clip(args.work / f"run_{subject}", x_test, refine)
