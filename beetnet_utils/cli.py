@@ -10,8 +10,9 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import AMP_MODES, DEFAULT_PRESET, PRESETS, PROFILES
+from .config import AMP_MODES, DEFAULT_PRESET, PRESETS, PROFILES, Config
 from .data import SOURCES
+from .distributed import rank
 from .evaluate import markdown_table, save_report
 from .features import SPLITS
 from .pipeline import demo
@@ -33,10 +34,11 @@ def _cache(args: argparse.Namespace) -> None:
 
 def _train(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, cache=args.cache)
-    history = session.train(args.preset, args.run, device=args.device, epochs=args.epochs,
-                            batch_size=args.batch_size, minutes=args.minutes, budget_minutes=args.budget_minutes,
-                            amp=args.amp)
-    if history:
+    settings = Config.from_json(args.settings.read_text()) if args.settings else None
+    history = session.train(args.preset, args.run, device=args.device, gpus=args.gpus, settings=settings,
+                            epochs=args.epochs, batch_size=args.batch_size, minutes=args.minutes,
+                            budget_minutes=args.budget_minutes, amp=args.amp)
+    if history and rank() == 0 and not args.settings:  # a rank of --gpus: the launcher that started it says this
         best = min(history, key=lambda h: h["val_l1"])
         print(f"best val L1 {best['val_l1']:.4f} ({best['val_l1_db']:.2f} dB) at epoch {best['epoch']}; "
               f"checkpoints, history.json and loss.png in {args.run}")
@@ -90,6 +92,11 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--budget-minutes", type=float, help="the whole run's budget over every session: the schedule "
                    "anneals over it and the run ends when it is spent (fixed when the run starts)")
     t.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: on CUDA only)")
+    t.add_argument("--gpus", default="1", metavar="N|all", help="train one model on N GPUs (or all of them) in N "
+                   "processes, started by torchrun; the batch is shared out, so it stays --batch-size. With "
+                   "--device cpu: N CPU processes")
+    t.add_argument("--settings", type=Path, metavar="JSON", help="train exactly these settings (a Config as JSON, "
+                   "instead of --profile, --preset and the options above): how --gpus hands a notebook's to its processes")
 
     e = add("evaluate", "Score a run and the baselines on held-out recordings (or another clip folder).", _evaluate)
     e.add_argument("--run", type=Path, required=True)

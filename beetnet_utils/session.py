@@ -25,7 +25,7 @@ from .run import Run, load_run
 from .runtime import (Environment, Paths, adopt_attached_runs, backup_cache, colab_secrets, detect, mount_drive,
                       paths, restore_cache)
 from .storage import BeetNetError
-from .train import train
+from .train import check_shares, train
 
 # The kernel's environment steers a session (make demo and the tests set these; a person need not).
 PRESET_ENV, MINUTES_ENV = "BEETNET_PRESET", "BEETNET_MINUTES"
@@ -162,6 +162,7 @@ class Session:
         procs = processes(gpus, device)
         if procs == 1 or in_torchrun():
             return train(self.load_cache(), run_dir, cfg, device=device, progress=progress)
+        check_shares(cfg.train.batch_size, procs)
         cache = self.load_cache()  # restored and checked here, once, before the ranks read it
         with tempfile.TemporaryDirectory(prefix="beetnet-settings-") as tmp:
             settings_file = Path(tmp) / "settings.json"

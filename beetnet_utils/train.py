@@ -1,4 +1,4 @@
-"""Training with resume: the whole train split on the device, a checkpoint every epoch.
+"""Training with resume: the train split on the device, a checkpoint every epoch, on one process or several.
 
 In the shape of descript-audio-codec's scripts/train.py: a small `State`, then `load` (new or
 resumed), `train_epoch`, `validate`, `checkpoint`, and `train`, which only wires them.
@@ -7,23 +7,36 @@ per-file reads, no per-batch copies). On CUDA it runs float16 autocast with a Gr
 same code runs on the CPU (bfloat16 autocast when `amp='on'`), which is how the tests exercise
 it. Running `train` again on the same run folder continues from the last intact checkpoint,
 exactly as if it had never stopped.
+
+Under torchrun (`train --gpus N`, see distributed.py) each of the N ranks trains on its share of
+every batch of the epoch's one permutation (batch_size / N clips: the global batch stays the
+preset's), DistributedDataParallel averages the gradients, validation is shared out and summed, and
+rank 0 alone logs, writes the run folder and holds its lock. Each rank draws its own augmentation and
+dropout, from seeds that depend on its rank, and every rank's random states go into the checkpoint,
+so a run resumed on as many processes ends bit-equal to one that never stopped. Resumed on another
+number of processes it continues on the same permutations and learning rates, but not bit-equal: the
+ranks draw their random moves and dropout anew (their saved streams belong to other shares of the
+batch), and the gradients and losses are summed in another order (float rounding).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
+from torch import nn
 from tqdm.auto import tqdm
 
 from .augment import Augment
 from .config import Config, TrainConfig
+from .distributed import SINGLE, Group, joined
 from .features import MelCache
 from .model import Autoencoder, build_model
 from .plots import loss_curves
@@ -32,6 +45,11 @@ from .runtime import device as pick_device
 from .storage import BeetNetError, atomic_write, writer_lock
 
 Log = Callable[[str], None]
+RANK_SEED = 1000  # rank r draws its augmentation and dropout from seed + r * RANK_SEED (rank 0: the run's own)
+
+
+def quiet(message: str) -> None:
+    """The log of the ranks that are not rank 0."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +66,11 @@ class Batches:
     def epoch(self, e: int) -> torch.Tensor:
         g = torch.Generator().manual_seed(self.seed * 100_003 + e)
         return torch.randperm(self.n, generator=g)[: len(self) * self.batch_size].view(len(self), self.batch_size)
+
+    def share(self, e: int, group: Group) -> torch.Tensor:
+        """This rank's columns of epoch e's batches: each batch split into `group.size` equal parts."""
+        part = self.batch_size // group.size
+        return self.epoch(e)[:, group.rank * part:(group.rank + 1) * part]
 
 
 @dataclass(frozen=True)
@@ -70,11 +93,37 @@ class Precision:
         return f"AMP {str(self.dtype).split('.')[-1]}" if self.enabled else "float32"
 
 
+class Resident:
+    """A split standardised whole on the device (float16 on CUDA: ~230 MB for the full set's train split):
+    a batch is an index gather there, never a copy from the host."""
+
+    def __init__(self, cache: MelCache, split: str, device: torch.device, dtype: torch.dtype):
+        self.x, self.device = cache.standardised(split, device, dtype), device
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batches(self, order: torch.Tensor) -> Iterator[torch.Tensor]:
+        """The clips of each row of `order`, row by row."""
+        for idx in order:
+            yield self.x[idx.to(self.device)]
+
+    def chunks(self, rows: range, size: int) -> Iterator[torch.Tensor]:
+        """`rows` in consecutive pieces of at most `size` clips."""
+        for i in range(rows.start, rows.stop, size):
+            yield self.x[i:min(i + size, rows.stop)]
+
+    def all(self) -> torch.Tensor:
+        return self.x
+
+
 @dataclass
 class State:
-    """What changes while training: all a checkpoint needs to continue exactly."""
+    """What changes while training: all a checkpoint needs to continue exactly. `net` is what the batches go
+    through: the model itself, or DistributedDataParallel around it."""
 
     model: Autoencoder
+    net: nn.Module
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     augment: Augment
@@ -99,33 +148,55 @@ def new_model(cfg: Config) -> Autoencoder:
     return build_model(cfg)
 
 
-def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_train: torch.Tensor,
-         precision: Precision, log: Log) -> State:
-    """A new state (the model initialised from the train split when it wants to be), or the saved one."""
-    tc = cfg.train
-    model = model.to(x_train.device)
-    scaler = torch.amp.GradScaler(x_train.device.type, enabled=precision.enabled and precision.dtype == torch.float16)
-    augment = Augment(tc.shift_frames, tc.shift_mels, tc.gain_db, tc.tilt_db, cache.std, tc.seed, tc.eq_db)
-    state = State(model, model.configure_optimizers(tc), scaler, augment)
+def random_states(state: State) -> dict:
+    """This rank's random sources: dropout's (torch's, CUDA's) and each augmentation's."""
+    return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "augment": state.augment.state_dict()}
+
+
+def restore_random_states(state: State, rng: dict) -> None:
+    state.augment.load_state_dict(rng["augment"] if "augment" in rng else {"time": rng["shift"]})  # older: time only
+    torch.set_rng_state(rng["torch"])
+    if rng["cuda"] and torch.cuda.is_available():  # dropout on the GPU draws from these
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
+def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_train: Resident,
+         precision: Precision, log: Log, group: Group = SINGLE) -> State:
+    """A new state (the model initialised from the train split when it wants to be), or the saved one.
+    Every rank reads the same checkpoint; rank 0's weights reach the others through `group.wrap`."""
+    tc, dev = cfg.train, x_train.device
+    model = model.to(dev)
+    scaler = torch.amp.GradScaler(dev.type, enabled=precision.enabled and precision.dtype == torch.float16)
+    seed = tc.seed + group.rank * RANK_SEED
+    augment = Augment(tc.shift_frames, tc.shift_mels, tc.gain_db, tc.tilt_db, cache.std, seed, tc.eq_db)
+    state = State(model, model, model.configure_optimizers(tc), scaler, augment)
+    if group.rank:
+        torch.manual_seed(seed)  # this rank's dropout (rank 0 keeps the stream of a single process)
     ckpt = load_checkpoint(run_dir, log=log)
     if ckpt is None:
-        model.init_from_data(x_train)
+        if group.main:
+            model.init_from_data(x_train.all())
+        state.net = group.wrap(model, dev)
         return state
     check_resumable(ckpt, cfg.to_dict(), cache.key, run_dir)
     model.load_state_dict(ckpt["model"])
     state.optimizer.load_state_dict(ckpt["optimizer"])
     state.scaler.load_state_dict(ckpt["scaler"])
-    rng = ckpt["rng"]
-    state.augment.load_state_dict(rng["augment"] if "augment" in rng else {"time": rng["shift"]})  # older: time only
-    torch.set_rng_state(rng["torch"])
-    if rng["cuda"] and torch.cuda.is_available():  # dropout on the GPU draws from these
-        torch.cuda.set_rng_state_all(rng["cuda"])
+    saved = ckpt.get("processes", 1)
+    if saved == group.size:
+        restore_random_states(state, ckpt["rng"]["ranks"][group.rank] if saved > 1 else ckpt["rng"])
+    else:
+        log(f"note: this run was trained in {saved} process(es) and continues in {group.size}: the same batches and "
+            "learning rates, but the ranks draw their augmentation and dropout anew and sum in another order, so it "
+            f"will not be bit-equal to a run that stayed at {saved}")
     state.history, state.best_val = ckpt["history"], ckpt["best_val"]
     log(f"resuming {run_dir} after epoch {ckpt['epoch']} (best val L1 {state.best_val:.4f})")
     planned = ckpt["config"]["train"].get("epochs", tc.epochs)
     if tc.schedule == "cosine" and planned != tc.epochs:
         log(f"note: this run was training to {planned} epochs and now to {tc.epochs}: its cosine schedule changes "
             f"from epoch {ckpt['epoch'] + 1} on, so it will not match a run started with {tc.epochs}")
+    state.net = group.wrap(model, dev)
     return state
 
 
@@ -180,48 +251,54 @@ def objective(pred: torch.Tensor, target: torch.Tensor, flux_weight: float = 0.0
     return l1 + flux_weight * F.l1_loss(flux(pred), flux(target)), l1
 
 
-def train_epoch(state: State, x: torch.Tensor, batches: Batches, epoch: int, tc: TrainConfig, precision: Precision,
-                bounds: tuple[float, float] | None, progress: bool) -> float:
-    """One pass over the train split in the epoch's seeded order; returns the mean train L1 (without the flux term)."""
-    model, clamp = state.model, clamp_to(bounds)
-    model.train()
+def train_epoch(state: State, x: Resident, order: torch.Tensor, epoch: int, tc: TrainConfig, precision: Precision,
+                bounds: tuple[float, float] | None, progress: bool, group: Group = SINGLE) -> float:
+    """One pass over `order` (this rank's share of the epoch's batches); returns the mean train L1 over every
+    rank (without the flux term)."""
+    clamp = clamp_to(bounds)
+    state.model.train()
     total = torch.zeros((), device=x.device)
-    for idx in tqdm(batches.epoch(epoch), desc=f"epoch {epoch}/{tc.epochs}", leave=False, disable=not progress):
-        xb = state.augment(x[idx.to(x.device)])
+    for xb in tqdm(x.batches(order), total=len(order), desc=f"epoch {epoch}/{tc.epochs}", leave=False,
+                   disable=not progress):
+        xb = state.augment(xb)
         with precision.autocast(x.device):
-            loss, l1 = objective(clamp(model(xb).float()), xb.float(), tc.flux_weight)
+            loss, l1 = objective(clamp(state.net(xb).float()), xb.float(), tc.flux_weight)
         state.optimizer.zero_grad(set_to_none=True)
         state.scaler.scale(loss).backward()
         state.scaler.unscale_(state.optimizer)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        torch.nn.utils.clip_grad_norm_(state.model.parameters(), tc.grad_clip)
         state.scaler.step(state.optimizer)
         state.scaler.update()
         total += l1.detach()
-    return float(total) / len(batches)
+    return float(group.sum(total)) / (group.size * len(order))
 
 
 @torch.no_grad()
-def validate(model: Autoencoder, x: torch.Tensor, precision: Precision, bounds: tuple[float, float] | None = None,
-             batch: int = 256) -> float:
-    """Mean absolute error on standardised values over a whole split (the output clamped to `bounds`)."""
+def validate(model: Autoencoder, x: Resident, precision: Precision, bounds: tuple[float, float] | None = None,
+             batch: int = 256, group: Group = SINGLE) -> float:
+    """Mean absolute error on standardised values over a whole split (the output clamped to `bounds`); each rank
+    scores its share of the clips, and the sums are added up."""
     model.eval()
     clamp = clamp_to(bounds)
     total = torch.zeros((), device=x.device, dtype=torch.float64)
-    for i in range(0, len(x), batch):
-        xb = x[i:i + batch]
+    for xb in x.chunks(group.shard(len(x)), batch):
         with precision.autocast(x.device):
             pred = clamp(model(xb).float())
         total += (pred - xb.float()).abs().sum(dtype=torch.float64)
-    return float(total) / x.numel()
+    return float(group.sum(total)) / (len(x) * math.prod(x.all().shape[1:]))
 
 
-def checkpoint(state: State, run_dir: Path, ident: dict, is_best: bool) -> None:
-    """last.pt every epoch, best.pt when validation improved (both complete, both resumable), history.json."""
-    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []
+def checkpoint(state: State, run_dir: Path, ident: dict, is_best: bool, group: Group = SINGLE) -> None:
+    """last.pt every epoch, best.pt when validation improved (both complete, both resumable), history.json;
+    written by rank 0, with every rank's random states."""
+    ranks = group.gather(random_states(state))
+    if not group.main:
+        return
+    rng = ranks[0] | ({"ranks": ranks} if group.size > 1 else {})
     ckpt = ident | {"format": CHECKPOINT_FORMAT, "epoch": state.epoch, "history": state.history,
                     "best_val": state.best_val, "model": state.model.state_dict(),
                     "optimizer": state.optimizer.state_dict(), "scaler": state.scaler.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "cuda": cuda_rng, "augment": state.augment.state_dict()}}
+                    "rng": rng, "processes": group.size}
     if is_best:
         save_checkpoint(ckpt, run_dir / "best.pt")
     save_checkpoint(ckpt, run_dir / "last.pt")
@@ -236,61 +313,78 @@ def plot_history(history: list[dict], path: Path) -> Path:
         plt.close(fig)
 
 
-def split_tensors(cache: MelCache, dev: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    """The train and validation splits, standardised, resident on the device (float16 on CUDA: ~230 MB full)."""
+def split_data(cache: MelCache, dev: torch.device) -> tuple[Resident, Resident]:
+    """The train and validation splits, standardised, resident on the device (float16 on CUDA)."""
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    x_train, x_val = cache.standardised("train", dev, dtype), cache.standardised("val", dev, dtype)
+    x_train, x_val = Resident(cache, "train", dev, dtype), Resident(cache, "val", dev, dtype)
     if not len(x_val):
         raise BeetNetError(f"the cache {cache.path} has no validation clips: rebuild it with the `cache` step")
     return x_train, x_val
 
 
+def check_shares(batch_size: int, processes: int) -> None:
+    """Refuse a batch that `processes` ranks cannot share equally (the global batch must stay the preset's)."""
+    if batch_size % processes:
+        raise BeetNetError(f"a batch of {batch_size} does not split into {processes} equal parts: use a --batch-size "
+                           f"that {processes} divides")
+
+
 def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None, progress: bool = True,
           log: Log = print) -> list[dict]:
     """Train (or resume) the model `cfg` describes on `cache`'s train split; returns the history.
-    The run folder is locked while it trains: a second process on it is refused, naming the first."""
+    The run folder is locked while it trains: a second process on it is refused, naming the first.
+    Under torchrun, this process is one rank of the job (see the module's docstring)."""
     model = new_model(cfg)
-    run_dir = claim_run_dir(run_dir, cache.path)
-    with writer_lock(run_dir):
-        return train_locked(cache, run_dir, cfg, model, device, progress, log)
+    with joined(pick_device(device)) as (group, dev):
+        check_shares(cfg.train.batch_size, group.size)
+        if not group.main:
+            progress, log = False, quiet
+        else:
+            run_dir = claim_run_dir(run_dir, cache.path)
+        with writer_lock(run_dir) if group.main else contextlib.nullcontext():
+            group.barrier()  # the others read the run folder once rank 0 holds it
+            history = train_locked(cache, Path(run_dir), cfg, model, dev, progress, log, group)
+            group.barrier()  # every rank is done before rank 0 lets the folder go
+            return history
 
 
-def train_locked(cache: MelCache, run_dir: Path, cfg: Config, model: Autoencoder, device: str | None,
-                 progress: bool, log: Log) -> list[dict]:
+def train_locked(cache: MelCache, run_dir: Path, cfg: Config, model: Autoencoder, dev: torch.device,
+                 progress: bool, log: Log, group: Group = SINGLE) -> list[dict]:
     tc = cfg.train
-    dev = pick_device(device)
     precision = Precision.choose(dev, tc.amp)
-    x_train, x_val = split_tensors(cache, dev)
+    x_train, x_val = split_data(cache, dev)
     batches = Batches(len(x_train), tc.batch_size, tc.seed)
     if len(batches) == 0:
         raise BeetNetError(f"the train split has {len(x_train)} clips, fewer than one batch of {tc.batch_size}: "
                            "use a smaller --batch-size or more data")
-    state = load(run_dir, cfg, cache, model, x_train, precision, log)
+    state = load(run_dir, cfg, cache, model, x_train, precision, log, group)
     bounds = tuple((v - cache.mean) / cache.std for v in cfg.features.db_range) if tc.clamp_loss else None
     ident, started = identity(cfg, cache), time.perf_counter()
+    ranks = f", in {group.size} processes of {tc.batch_size // group.size}" if group.size > 1 else ""
     log(f"training on {dev} ({precision.describe()}): {len(x_train)} train clips, {len(x_val)} val clips, "
-        f"{len(batches)} batches of {tc.batch_size}")
+        f"{len(batches)} batches of {tc.batch_size}{ranks}")
     first = state.epoch + 1
     for epoch in range(first, tc.epochs + 1):
         trained = sum(h["wall"] for h in state.history)  # every session's, so far
         session = time.perf_counter() - started if epoch > first else 0.0  # a session trains one epoch at least
-        stop = out_of_time(tc, epoch - 1, session, trained)
+        stop = group.share(out_of_time(tc, epoch - 1, session, trained))  # rank 0's clock decides for all
         if stop:
             log(stop)
             break
         set_learning_rate(state.optimizer, tc, epoch, trained)
         t0 = time.perf_counter()
-        train_l1 = train_epoch(state, x_train, batches, epoch, tc, precision, bounds, progress)
+        train_l1 = train_epoch(state, x_train, batches.share(epoch, group), epoch, tc, precision, bounds, progress,
+                               group)
         seconds = time.perf_counter() - t0
-        val_l1 = validate(state.model, x_val, precision, bounds)
+        val_l1 = validate(state.model, x_val, precision, bounds, group=group)
         is_best, state.best_val = val_l1 < state.best_val, min(state.best_val, val_l1)
-        state.history.append({"epoch": epoch, "train_l1": train_l1, "val_l1": val_l1, "val_l1_db": val_l1 * cache.std,
-                              "seconds": seconds, "wall": time.perf_counter() - t0,
-                              "samples_per_s": len(batches) * tc.batch_size / seconds,
-                              "lr": state.optimizer.param_groups[-1]["lr"]})
-        checkpoint(state, run_dir, ident, is_best)
+        state.history.append(group.share({
+            "epoch": epoch, "train_l1": train_l1, "val_l1": val_l1, "val_l1_db": val_l1 * cache.std,
+            "seconds": seconds, "wall": time.perf_counter() - t0,
+            "samples_per_s": len(batches) * tc.batch_size / seconds, "lr": state.optimizer.param_groups[-1]["lr"]}))
+        checkpoint(state, run_dir, ident, is_best, group)
         log(f"epoch {epoch}: train L1 {train_l1:.4f}, val L1 {val_l1:.4f} ({val_l1 * cache.std:.2f} dB)"
             f"{' *best*' if is_best else ''}, {seconds:.1f} s, {state.history[-1]['samples_per_s']:.0f} samples/s")
-    if state.history:
+    if state.history and group.main:
         plot_history(state.history, run_dir / "loss.png")
     return state.history

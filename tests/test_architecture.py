@@ -13,7 +13,7 @@ import pytest
 PACKAGE = Path(__file__).parents[1] / "beetnet_utils"
 LAYERS = [
     {"config", "storage", "augment"},                       # settings, atomic files, errors; tensor shifts
-    {"runtime", "synth", "pca", "plots"},                   # environment facts, pure helpers
+    {"runtime", "synth", "pca", "plots", "distributed"},    # environment facts, pure helpers; torchrun's ranks
     {"data", "model"},                                      # clip folders; the architectures
     {"features", "run", "realism"},                         # the mel cache; a trained run; realism measures
     {"audio", "train", "evaluate", "generate"},             # what is done with runs and caches
