@@ -24,7 +24,7 @@ from .generate import generation_report, recorded
 from .run import Run, load_run
 from .runtime import (Environment, Paths, adopt_attached_runs, backup_cache, colab_secrets, detect, mount_drive,
                       paths, restore_cache)
-from .storage import BeetNetError
+from .storage import BeetNetError, atomic_write
 from .train import check_shares, train
 
 # The kernel's environment steers a session (make demo and the tests set these; a person need not).
@@ -120,7 +120,27 @@ class Session:
         with the dataset attached: its clips are used where they are, never copied."""
         if self.paths.clips_attached and (source or self.config.data.source) == "kaggle":
             return describe(self.paths.clips, "kaggle (attached dataset)")
-        return download(source or self.config.data.source, self.paths.clips, self.config, audio_dir, progress)
+        source = source or self.config.data.source
+        clips = download(source, self.paths.clips, self.config, audio_dir, progress)
+        if self.env.hosted:
+            chosen = {"source": source, "audio_dir": str(Path(audio_dir).resolve()) if audio_dir else None}
+            atomic_write(self.clip_choice, lambda p: p.write_text(json.dumps(chosen)))
+        return clips
+
+    @property
+    def clip_choice(self) -> Path:
+        """Where step 1 notes which clips it fetched (beside the runs: on Drive in Colab), so that a later
+        notebook on a new machine fetches the same ones: your recordings, not the profile's source."""
+        return self.paths.runs.parent / "clips-source.json"
+
+    def fetch_again(self, progress: bool) -> ClipFolder:
+        """Step 1 again, as it was done (a hosted runtime gives each notebook its own machine)."""
+        try:
+            chosen = json.loads(self.clip_choice.read_text())
+        except (OSError, ValueError):
+            chosen = {}
+        audio_dir = chosen.get("audio_dir")
+        return self.download(chosen.get("source"), Path(audio_dir) if audio_dir else None, progress)
 
     def cache(self, progress: bool = True) -> MelCache:
         """Step 2: build or reuse the mel cache; in Colab also keep a one-file copy on Drive. Each Colab
@@ -128,7 +148,7 @@ class Session:
         missing."""
         if self.env.hosted and not self.paths.clips.is_dir():
             print("the clips are not on this machine (each notebook has its own): fetching them again")
-            self.download(progress=progress)
+            self.fetch_again(progress)
         cache = build_cache(self.paths.clips, self.paths.cache, self.config.features, self.config.data,
                             progress=progress)
         archive = self.paths.cache_archive

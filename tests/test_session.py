@@ -47,3 +47,23 @@ def test_cache_kept_on_drive_survives_a_lost_vm(tmp_path, smoke, smoke_clips):
     shutil.rmtree(local)  # the VM was recycled
     restored = session.load_cache()
     assert restored.names == built.names and np.array_equal(restored.mels, built.mels)
+
+
+def test_your_own_recordings_are_fetched_again_on_a_hosted_runtimes_new_machine(tmp_path):
+    """In Colab each notebook has its own machine: notebook 02 fetches the clips again, and must fetch the
+    ones notebook 01 made (your recordings on Drive), not the profile's source (Kaggle's set)."""
+    from helpers import tone, write_wav
+
+    drive, vm = tmp_path / "drive", tmp_path / "content"
+    for i in range(6):
+        write_wav(drive / "my piano" / f"take {i}.wav", tone(9.0, freq=220 + 55 * i))
+    env = runtime.Environment(in_colab=True, gpu_name=None)
+    where = runtime.Paths(vm, vm / "clips", vm / "cache", drive / "runs", None)
+    cfg = sessions.get_config("smoke")
+    assert cfg.data.source == "demo"
+    s = sessions.Session(env, where, cfg)
+    s.download("folder", drive / "my piano", progress=False)
+    shutil.rmtree(vm)  # notebook 02 runs on a new machine
+    again = sessions.Session(env, where, cfg)
+    cache = again.cache(progress=False)
+    assert set(cache.recordings) == {f"take-{i}" for i in range(6)}  # your recordings, not the demo piano
