@@ -59,7 +59,7 @@ print(clips.summary())
 # | where you run | put them | then set |
 # |---|---|---|
 # | Colab | in a folder on your Google Drive (`bn.start()` has mounted it) | `AUDIO_DIR = "/content/drive/MyDrive/my_piano"` |
-# | Kaggle | in a dataset, attached with *Add Input* | `AUDIO_DIR = "/kaggle/input/my-piano"` |
+# | Kaggle | in a dataset, attached with *Add Input* | `AUDIO_DIR = "/kaggle/input/my-piano"` (the path the Input panel copies) |
 # | your machine | in any folder | `AUDIO_DIR = "/home/you/Music/piano"` (a relative path starts at this notebook) |
 #
 # Each file is a recording, cut into consecutive 2 s clips. The other sources: `kaggle` is the original's

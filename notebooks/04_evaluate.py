@@ -56,10 +56,10 @@ display(Markdown(bn.markdown_table(report)))
 
 # %% [markdown]
 # Each model's L1 against the real clips of the validation and test recordings, standardised (the
-# original's unit) and in dB; lower is better. `best` should beat `pca_256`, a linear autoencoder with
-# as many numbers in its code; `original` usually lands between `pca_256` and `global_mean` (the
-# average spectrogram, whatever the clip), and `clip_mean_spectrum` knows each clip's own average
-# spectrum. The report is saved as `report.json` beside the runs.
+# original's unit) and in dB; lower is better. `best` should beat `pca_256` (`pca_32` on the smoke
+# profile), a linear autoencoder with as many numbers in its code; `original` usually lands between it
+# and `global_mean` (the average spectrogram, whatever the clip), and `clip_mean_spectrum` knows each
+# clip's own average spectrum. The report is saved as `report.json` beside the runs.
 
 # %%
 bn.plots.metrics_bars(report);
@@ -92,9 +92,9 @@ for name, wave in bn.audio.listen_runs(runs, cache, index).items():
     display(Markdown(f"**{name}**"), Audio(wave, rate=cache.features.sample_rate))
 
 # %% [markdown]
-# The same clip as sound: the real clip, the **oracle** (its own mel spectrogram turned back into sound,
-# no model involved: what the inversion alone does), then each preset's reconstruction. What the oracle
-# loses, every preset loses too; the rest is the model's doing.
+# The same clip as sound: the real clip, **inversion only** (its own mel spectrogram turned back into
+# sound, no model involved), then each preset's reconstruction. What the inversion alone loses, every
+# preset loses too; the rest is the model's doing.
 
 # %%
 real = cache.mels[index].astype("float32")
@@ -111,8 +111,8 @@ compare = bn.widgets.CompareView(run, cache)
 display(compare.widget)
 
 # %% [markdown]
-# Choose a split, a recording and a clip to see and hear it beside its reconstruction, with the oracle
-# to tell the inversion's loss from the model's. The view refines and renders the next clips before the
+# Choose a split, a recording and a clip to see and hear it beside its reconstruction, with the
+# inversion alone to tell its loss from the model's. The view refines and renders the next clips before the
 # slider gets there; a clip it has not reached yet is drawn at once from the encoder's code, marked
 # *refining…*, and drawn again a second or two later.
 
@@ -158,7 +158,7 @@ for name, s in samples.items():
     display(Markdown(f"**{name}**, {PRIOR} sample 0"), Audio(bn.mel_to_audio(s[0], cache.features), rate=cache.features.sample_rate))
 
 # %% [markdown]
-# The first sample of each preset as sound, through the same inversion as the oracle above.
+# The first sample of each preset as sound, through the same inversion as the clip above.
 #
 # ## The latent space
 
