@@ -12,6 +12,8 @@ import base64
 import json
 import os
 import re
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -75,8 +77,10 @@ def save_figures(nb, folder: Path, name: str) -> None:
 def run_notebook(notebook: Path, executed: Path, env: dict[str, str], name: str, figures: Path | None = None) -> None:
     """Execute one notebook in a fresh kernel whose environment is `env`; save the executed copy."""
     nb = nbformat.read(notebook, as_version=4)
-    # IPC sockets, not TCP on localhost: nothing to listen on a port, and no kernel warning about plain-text TCP
-    km = AsyncKernelManager(kernel_name="python3", transport="ipc")
+    # IPC sockets, not TCP on localhost: nothing listens on a port, and no kernel warning about plain-text TCP.
+    # Their path is absolute (a relative one is bound in the kernel's working folder) and short (Unix: ~107 bytes).
+    sockets = Path(tempfile.mkdtemp(prefix="beetnet-ipc-"))
+    km = AsyncKernelManager(kernel_name="python3", transport="ipc", ip=str(sockets / "kernel"))
     client = EchoingClient(nb, name, km=km, timeout=None, resources={"metadata": {"path": str(notebook.parent)}})
     t0 = time.perf_counter()
     try:
@@ -84,6 +88,7 @@ def run_notebook(notebook: Path, executed: Path, env: dict[str, str], name: str,
     finally:
         if km.has_kernel:  # a kernel manager passed in is the caller's to shut down
             run_sync(km.shutdown_kernel)(now=True)
+        shutil.rmtree(sockets, ignore_errors=True)
         executed.parent.mkdir(parents=True, exist_ok=True)
         nbformat.write(nb, executed)
         if figures is not None:
