@@ -22,20 +22,27 @@ from .session import for_folders
 from .storage import BeetNetError
 
 
+def watched() -> bool:
+    """Progress bars only where a person watches: a terminal. Redirected to a log file, a run writes one line
+    per epoch instead of thousands of carriage-return updates."""
+    return sys.stderr.isatty()
+
+
 def _download(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, clips=args.out)
-    print(session.download(args.source, args.audio_dir).summary())
+    print(session.download(args.source, args.audio_dir, progress=watched()).summary())
 
 
 def _cache(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, clips=args.clips, cache=args.out)
-    print(json.dumps(session.cache().summary(), indent=2))
+    print(json.dumps(session.cache(progress=watched()).summary(), indent=2))
 
 
 def _train(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, cache=args.cache)
     settings = Config.from_json(args.settings.read_text()) if args.settings else None
     history = session.train(args.preset, args.run, device=args.device, gpus=args.gpus, settings=settings,
+                            progress=watched(),
                             epochs=args.epochs, batch_size=args.batch_size, minutes=args.minutes,
                             budget_minutes=args.budget_minutes, amp=args.amp)
     if history and rank() == 0 and not args.settings:  # a rank of --gpus: the launcher that started it says this

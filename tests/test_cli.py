@@ -67,3 +67,14 @@ def test_numeric_options_are_validated_before_anything_runs(tmp_path, option, va
     r = cli("train", "--cache", tmp_path / "no-cache", "--run", tmp_path / "run", option, value)
     assert r.returncode == 2 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
     assert option.strip("-").replace("-", " ") in r.stderr and not (tmp_path / "run").exists()
+
+
+def test_a_run_written_to_a_log_file_has_one_line_per_epoch_and_no_progress_bars(tmp_path, smoke_clips):
+    """The README's Kaggle command redirects the CLI to a file: no carriage-return updates there."""
+    cache = tmp_path / "cache"
+    assert cli("cache", "--profile", "smoke", "--clips", smoke_clips.path, "--out", cache).returncode == 0
+    r = cli("train", "--profile", "smoke", "--cache", cache, "--run", tmp_path / "run", "--preset", "original")
+    assert r.returncode == 0, r.stderr[-2000:]
+    log = r.stdout + r.stderr
+    assert "\r" not in log and "it/s" not in log, log[-2000:]
+    assert [line.split(":")[0] for line in log.splitlines() if line.startswith("epoch ")] == ["epoch 1", "epoch 2"]
