@@ -9,25 +9,37 @@ recording overlap in the Kaggle set, so a clip-level split would leak).
 The cache is keyed on the clips' content, not their names and sizes (every 2 s clip has the
 same size), and meta.json holds checksums of mels.npy and index.csv: a damaged or hand-edited
 cache is rebuilt by build_cache and refused by load_cache, never trusted.
+
+It scales past memory. The build writes mels.npy row by row as the workers finish (memory does not
+grow with the clips), hashing what it writes, and the workers hash each clip they read. A mels.npy
+larger than `in_memory` is memory-mapped, not read. The full checks are made when something looks
+changed: `.verified.json` holds what was last checked whole (each file's size, times and inode, as
+os.stat gives them, beside its hash); while they are unchanged the clips are not read again to be
+reused, nor mels.npy to be loaded. Editing a file in place changes its times, replacing it its inode:
+either brings the full check back.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import ctypes
 import dataclasses
 import functools
 import hashlib
 import io
+import itertools
 import json
+import math
 import platform
 import multiprocessing as mp
 import os
 import signal
 import sys
-from collections import Counter
+from collections import Counter, deque
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -38,11 +50,15 @@ from tqdm.auto import tqdm
 from .config import DataConfig, FeatureConfig, stable_hash
 from .data import (BAD_NAME, MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason,
                    valid_name)
-from .storage import BeetNetError, atomic_dir, check_not_inside, claim_output, content_hash, recover, writer_lock
+from .storage import (BeetNetError, _file_digest, atomic_dir, atomic_write, check_not_inside, claim_output, content_hash,
+                      recover, writer_lock)
 
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2  # 2: content-keyed, with checksums of mels.npy and index.csv
 _CHUNK = 128  # clips per task
+IN_MEMORY_BYTES = 1 << 30  # a mels.npy up to this size is read whole (the full set's is 230 MB); a larger one is mapped
+VERIFIED = ".verified.json"  # what was last checked whole, and the files' identity then
+_READ = 1 << 23  # bytes per read when hashing a file
 
 
 @functools.lru_cache(maxsize=4)
@@ -101,25 +117,40 @@ def load_clip(path: Path, features: FeatureConfig) -> tuple[torch.Tensor | None,
     return wav, None, fixes
 
 
-def _featurise(paths: list[Path], features: FeatureConfig) -> tuple[np.ndarray, list, list, Counter]:
-    """Read and featurise a chunk one clip at a time (in a worker: on one thread)."""
+def _featurise(paths: list[Path], features: FeatureConfig) -> tuple[np.ndarray, list, list, Counter, list[bytes]]:
+    """Read and featurise a chunk one clip at a time (in a worker: on one thread); and each file's digest
+    (storage.content_hash's, taken while the file is in the page cache from its read)."""
     out = np.empty((len(paths), features.n_mels, features.n_frames), np.float16)
-    kept, skips, fixes = [], [], Counter()
+    kept, skips, fixes, digests = [], [], Counter(), []
     for i, path in enumerate(paths):
         wav, reason, fixed = load_clip(path, features)
+        digests.append(_file_digest(path))
         fixes.update(fixed)
         if reason:
             skips.append((path.name, reason))
         else:
             out[len(kept)] = mel_db(wav, features).numpy()
             kept.append(i)
-    return out[: len(kept)], kept, skips, fixes
+    return out[: len(kept)], kept, skips, fixes, digests
+
+
+def _in_order(pool: ProcessPoolExecutor, fn, items: Iterable, ahead: int) -> Iterator:
+    """fn(item) for each item, computed on the pool and yielded in order, with at most `ahead` pending: the
+    results wait in memory for a slow reader, so their number must not grow with the items."""
+    items, pending = iter(items), deque()
+    for item in itertools.islice(items, ahead):
+        pending.append(pool.submit(fn, item))
+    while pending:
+        result = pending.popleft().result()
+        for item in itertools.islice(items, 1):
+            pending.append(pool.submit(fn, item))
+        yield result
 
 
 def _featurise_all(clips: list[Path], features: FeatureConfig, workers: int):
     """Yield (start, chunk result) in order: forked worker processes for big sets, else in-process."""
-    chunks = [clips[i:i + _CHUNK] for i in range(0, len(clips), _CHUNK)]
-    if workers <= 1 or len(chunks) < 4:
+    chunks = (clips[i:i + _CHUNK] for i in range(0, len(clips), _CHUNK))
+    if workers <= 1 or math.ceil(len(clips) / _CHUNK) < 4:
         for i, chunk in enumerate(chunks):
             yield i * _CHUNK, _featurise(chunk, features)
         return
@@ -127,7 +158,8 @@ def _featurise_all(clips: list[Path], features: FeatureConfig, workers: int):
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=_start_worker)
     try:
-        for i, result in enumerate(pool.map(_featurise, chunks, [features] * len(chunks))):
+        for i, result in enumerate(_in_order(pool, functools.partial(_featurise, features=features), chunks,
+                                             2 * workers)):
             yield i * _CHUNK, result
     finally:  # stopped (Ctrl-C, SIGTERM) or done: no chunk starts after this, and the workers end
         pool.shutdown(wait=True, cancel_futures=True)
@@ -170,17 +202,23 @@ def split_recordings(recordings: list[str], data: DataConfig) -> dict[str, str]:
     return {r: ("test" if i < n_test else "val" if i < n_test + n_val else "train") for i, r in enumerate(order)}
 
 
-def db_stats(mels: np.ndarray, chunk: int = 1024) -> tuple[float, float]:
-    """Mean and std of dB values in float64, in chunks so float16 input never overflows memory."""
-    s = s2 = 0.0
-    n = 0
-    for i in range(0, len(mels), chunk):
-        x = mels[i:i + chunk].astype(np.float32)
-        s += float(x.sum(dtype=np.float64))
-        s2 += float(np.square(x).sum(dtype=np.float64))
-        n += x.size
-    mean = s / n
-    return float(mean), float(np.sqrt(max(s2 / n - mean * mean, 1e-12)))
+@dataclass
+class Moments:
+    """Mean and std of dB values, summed in float64 a chunk at a time, as the rows are written."""
+
+    total: float = 0.0
+    squares: float = 0.0
+    count: int = 0
+
+    def add(self, mels: np.ndarray) -> None:
+        x = mels.astype(np.float32)
+        self.total += float(x.sum(dtype=np.float64))
+        self.squares += float(np.square(x).sum(dtype=np.float64))
+        self.count += x.size
+
+    def result(self) -> tuple[float, float]:
+        mean = self.total / self.count
+        return float(mean), float(np.sqrt(max(self.squares / self.count - mean * mean, 1e-12)))
 
 
 # --- the cache -------------------------------------------------------------------------------
@@ -216,18 +254,25 @@ class MelCache:
             raise ValueError(f"unknown split {split!r}: choose one of {', '.join(SPLITS)}")
         return np.flatnonzero(self.splits == split)
 
-    def _rows(self, split: str) -> np.ndarray:
+    def rows(self, split: str) -> np.ndarray:
+        """A split's rows of `mels`: a view (of the mapped file, for a big cache), read only when used."""
         idx = self.indices(split)  # the cache is stored in split order, so this is a slice, not a gather
         return self.mels[idx[0]:idx[-1] + 1] if len(idx) and idx[-1] - idx[0] + 1 == len(idx) else self.mels[idx]
 
     def db(self, split: str) -> np.ndarray:
-        return self._rows(split).astype(np.float32)
+        return self.rows(split).astype(np.float32)
+
+    def standardise(self, mels: np.ndarray, device: str | torch.device = "cpu",
+                    dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Rows of `mels` as a standardised tensor, computed in place on the target device: the same operations
+        whether they are a whole split or one batch, so the same bits."""
+        x = torch.from_numpy(mels if mels.flags.writeable else np.array(mels))  # a mapped file is read-only
+        return x.to(device=device, dtype=torch.float32, copy=True).sub_(self.mean).div_(self.std).to(dtype)
 
     def standardised(self, split: str, device: str | torch.device = "cpu",
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """One tensor for a whole split, standardised in place on the target device."""
-        x = torch.from_numpy(self._rows(split)).to(device=device, dtype=torch.float32)
-        return x.sub_(self.mean).div_(self.std).to(dtype)
+        return self.standardise(self.rows(split), device, dtype)
 
     def markdown(self) -> str:
         """Split sizes, skips by reason, repairs and statistics, for a notebook."""
@@ -253,8 +298,72 @@ def _digest(data) -> str:
     return hashlib.sha256(data).hexdigest()[:32]
 
 
-def _verified(path: Path) -> MelCache | str:
-    """The cache at `path`, checked against its meta.json; or why it cannot be trusted."""
+# --- what was checked whole, and when it must be checked again ----------------------------------
+
+def _identity(path: Path) -> list[int] | str:
+    """What changes when a file is rewritten (its size and times: a write moves ctime, which no one can set
+    back) or replaced (its inode); or why it cannot be stat-ed."""
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        return f"unreadable {exc.errno}"
+    return [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev]
+
+
+def _clips_identity(clips: list[Path]) -> str:
+    h = hashlib.sha256()
+    for p in clips:
+        h.update(f"{p.name}\0{_identity(p)}\n".encode("utf-8", "surrogateescape"))
+    return h.hexdigest()[:32]
+
+
+def _checked(path: Path) -> dict:
+    """The cache's record of its last full checks ({} when there is none, or it is unreadable)."""
+    with contextlib.suppress(OSError, ValueError):
+        facts = json.loads((path / VERIFIED).read_text())
+        if isinstance(facts, dict):
+            return facts
+    return {}
+
+
+def _record(path: Path, **facts) -> None:
+    """Add to the record of full checks; where the folder cannot be written (a read-only dataset), the full
+    checks are simply made again next time."""
+    with contextlib.suppress(OSError, BeetNetError):
+        merged = _checked(path) | facts
+        atomic_write(path / VERIFIED, lambda p: p.write_text(json.dumps(merged)))
+
+
+def _file_hash(path: Path, offset: int) -> str:
+    """_digest of the file's bytes after `offset`, read in pieces (never all in memory)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        f.seek(offset)
+        while piece := f.read(_READ):
+            h.update(piece)
+    return h.hexdigest()[:32]
+
+
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """The shape, dtype and data offset a .npy file's header declares; ValueError if its size disagrees."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                 else np.lib.format.read_array_header_2_0(f))
+        offset = f.tell()
+    if fortran or os.stat(path).st_size != offset + math.prod(shape) * dtype.itemsize:
+        raise ValueError("its size is not what its header declares")
+    return shape, dtype, offset
+
+
+def _open_mels(path: Path, in_memory: int) -> np.ndarray:
+    """mels.npy read whole (a snapshot) when it is at most `in_memory` bytes, else memory-mapped (read as used)."""
+    return np.load(path) if os.stat(path).st_size <= in_memory else np.load(path, mmap_mode="r")
+
+
+def _verified(path: Path, in_memory: int = IN_MEMORY_BYTES) -> MelCache | str:
+    """The cache at `path`, checked against its meta.json; or why it cannot be trusted. mels.npy is hashed
+    whole only when it is not the file last hashed whole (see `_identity`)."""
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError) as exc:
@@ -267,11 +376,12 @@ def _verified(path: Path) -> MelCache | str:
         return "index.csv is missing"
     except OSError as exc:
         return f"index.csv is unreadable ({exc.strerror})"
+    mels_path = path / "mels.npy"
     try:
-        mels = np.load(path / "mels.npy")
+        shape, dtype, offset = _npy_layout(mels_path)
     except FileNotFoundError:
         return "mels.npy is missing"
-    except (OSError, ValueError, EOFError) as exc:  # numpy says EOFError for 0 bytes, ValueError when truncated
+    except (OSError, ValueError, EOFError) as exc:
         return f"mels.npy is unreadable or truncated ({type(exc).__name__})"
     if _digest(index) != meta.get("index_hash"):
         return "index.csv changed after the cache was built (edited splits or names?)"
@@ -281,29 +391,46 @@ def _verified(path: Path) -> MelCache | str:
     except (KeyError, TypeError, UnicodeDecodeError) as exc:
         return f"meta.json or index.csv is incomplete ({type(exc).__name__})"
     expected = (len(rows), f.n_mels, f.n_frames)
-    if mels.shape != expected or mels.dtype != np.float16:
-        return f"mels.npy holds {mels.dtype} {mels.shape}, index.csv and meta.json say float16 {expected}"
-    if _digest(np.ascontiguousarray(mels)) != meta.get("mels_hash"):
-        return "mels.npy changed after the cache was built"
-    return MelCache(path, mels, [r["name"] for r in rows], np.array([r["recording"] for r in rows]),
-                    np.array([r["split"] for r in rows]), meta)
+    if shape != expected or dtype != np.float16:
+        return f"mels.npy holds {dtype} {shape}, index.csv and meta.json say float16 {expected}"
+    checked, identity = _checked(path), _identity(mels_path)
+    if checked.get("mels") != identity or checked.get("mels_hash") != meta.get("mels_hash"):
+        if _file_hash(mels_path, offset) != meta.get("mels_hash"):
+            return "mels.npy changed after the cache was built"
+        _record(path, mels=identity, mels_hash=meta["mels_hash"])
+    return MelCache(path, _open_mels(mels_path, in_memory), [r["name"] for r in rows],
+                    np.array([r["recording"] for r in rows]), np.array([r["split"] for r in rows]), meta)
 
 
-def load_cache(path: Path) -> MelCache:
-    """The cache at `path`, after checking every file against the checksums in its meta.json."""
+def load_cache(path: Path, in_memory: int = IN_MEMORY_BYTES) -> MelCache:
+    """The cache at `path`, after checking every file against the checksums in its meta.json (mels.npy's
+    only if it changed since it was last checked whole). A mels.npy over `in_memory` bytes is memory-mapped."""
     path = Path(path)
     recover(path)
     if not (path / "meta.json").exists():
         raise BeetNetError(f"no mel cache at {path}: run `python -m beetnet_utils cache --clips CLIPS --out {path}`")
-    cache = _verified(path)
+    cache = _verified(path, in_memory)
     if isinstance(cache, str):
         raise BeetNetError(f"mel cache at {path} cannot be used ({cache}): build it again with "
                            f"`python -m beetnet_utils cache --clips CLIPS --out {path}`")
     return cache
 
 
-def _stale_reason(path: Path, features: FeatureConfig, clips_hash: str, split_config: dict) -> str | None:
-    """Why an existing cache cannot be reused (by its settings), or None if it may be."""
+def _same_clips(path: Path, meta: dict, clips: list[Path], identity: str) -> bool:
+    """Are these the clips the cache was built from? Trusted without reading them while every file is the one
+    last hashed whole; otherwise hashed again (and recorded, when they are the same)."""
+    checked = _checked(path)
+    if checked.get("clips") == identity and checked.get("clips_hash") == meta.get("clips_hash"):
+        return True
+    if content_hash(clips) != meta.get("clips_hash"):
+        return False
+    _record(path, clips=identity, clips_hash=meta["clips_hash"])
+    return True
+
+
+def _stale_reason(path: Path, features: FeatureConfig, clips: list[Path], identity: str,
+                  split_config: dict) -> str | None:
+    """Why an existing cache cannot be reused (by its settings or its clips), or None if it may be."""
     if not (path / "meta.json").exists():
         return "no cache yet"
     try:
@@ -316,18 +443,84 @@ def _stale_reason(path: Path, features: FeatureConfig, clips_hash: str, split_co
         return f"feature settings changed ({diff or 'hash differs'})"
     if meta.get("version") != CACHE_VERSION:
         return "made by an older BeetNet, without checksums"
-    if meta.get("clips_hash") != clips_hash:
+    if not _same_clips(path, meta, clips, identity):
         return "the clip folder changed (files added, removed or rewritten)"
     if meta.get("split_config") != split_config:
         return f"split settings changed ({meta.get('split_config')} -> {split_config})"
     return None
 
 
-def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataConfig,
-                progress: bool = True, log=print, workers: int | None = None, split: bool = True) -> MelCache:
+# --- building ---------------------------------------------------------------------------------
+
+class _MelWriter:
+    """Rows appended to a .npy file in order, hashed and summed (the train split's, for the statistics) as they
+    go. Written through the file, not a mapping: its pages stay the kernel's cache, not this process's memory."""
+
+    def __init__(self, path: Path, rows: int, shape: tuple[int, int]):
+        self.path, self.shape, self.rows = path, shape, 0
+        self.file = open(path, "wb")
+        self.header = self._header(rows)
+        self.file.write(self.header)
+        self.hash, self.train, self.every = hashlib.sha256(), Moments(), Moments()
+
+    def _header(self, rows: int) -> bytes:
+        buf = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buf, {"descr": np.lib.format.dtype_to_descr(np.dtype(np.float16)),
+                                                   "fortran_order": False, "shape": (rows, *self.shape)})
+        return buf.getvalue()
+
+    def add(self, mels: np.ndarray, train_rows: int) -> None:
+        """Append `mels`, whose first `train_rows` rows are of the train split."""
+        data = np.ascontiguousarray(mels, dtype=np.float16)
+        self.file.write(data.data)
+        self.hash.update(data.data)
+        self.train.add(data[:train_rows])
+        self.every.add(data)
+        self.rows += len(data)
+
+    def finish(self) -> None:
+        """Say in the header how many rows were written (numpy pads headers so that this fits in place)."""
+        header = self._header(self.rows)
+        if len(header) != len(self.header):
+            raise RuntimeError(f"the .npy header of {self.path} would change size")
+        self.file.seek(0)
+        self.file.write(header)
+        self.file.close()
+
+    def __enter__(self) -> "_MelWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.file.close()  # finished, or stopped (its staging folder is then removed)
+
+    def stats(self) -> tuple[float, float]:
+        return (self.train if self.train.count else self.every).result()
+
+
+def _reorder(writer: _MelWriter, order: list[int], train_rows: int) -> _MelWriter:
+    """A new file beside `writer`'s with its rows in `order` (the first `train_rows` of the train split),
+    read a chunk at a time."""
+    row_bytes = math.prod(writer.shape) * 2
+    with _MelWriter(writer.path.with_name("mels.reordered.npy"), len(order), writer.shape) as again, \
+            open(writer.path, "rb") as f:
+        for i in range(0, len(order), _CHUNK):
+            part = order[i:i + _CHUNK]
+            data = b"".join(os.pread(f.fileno(), row_bytes, len(writer.header) + r * row_bytes) for r in part)
+            again.add(np.frombuffer(data, np.float16).reshape(len(part), *writer.shape),
+                      max(0, min(len(part), train_rows - i)))
+        again.finish()
+    os.replace(again.path, writer.path)
+    again.path = writer.path
+    return again
+
+
+def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataConfig, progress: bool = True,
+                log=print, workers: int | None = None, split: bool = True,
+                in_memory: int = IN_MEMORY_BYTES) -> MelCache:
     """Reuse the cache at `out` if it matches these clips and settings; otherwise build it atomically.
 
-    `split=False` is for clips a trained run is only evaluated on: every clip is `test`.
+    `split=False` is for clips a trained run is only evaluated on: every clip is `test`. The cache returned
+    holds mels.npy whole, or memory-mapped if it is over `in_memory` bytes.
     """
     clips_dir, out = Path(clips_dir), Path(out)
     clips = list_clips(clips_dir)
@@ -341,13 +534,13 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
         clips = [p for p in clips if valid_name(p.name)]
         if not clips:
             raise BeetNetError(f"no {{recording}}_{{k}}.wav clips in {clips_dir}: run the download step first")
-        feature_hash, clips_hash = stable_hash(features), content_hash(clips)
+        feature_hash, identity = stable_hash(features), _clips_identity(clips)  # as the clips are before the read
         split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
                         if split else {"all": "test"})
         split_recs = (lambda recs: split_recordings(recs, data)) if split else (lambda recs: dict.fromkeys(recs, "test"))
-        reason = _stale_reason(out, features, clips_hash, split_config)
+        reason = _stale_reason(out, features, clips, identity, split_config)
         if reason is None:
-            cache = _verified(out)
+            cache = _verified(out, in_memory)
             if isinstance(cache, MelCache):
                 log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
                 return cache
@@ -356,8 +549,9 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
 
         # Split first (recordings are known from the names), so the cache is written in split order.
         split_of = split_recs([parse_clip_name(p.name)[0] for p in clips])
-        clips = sorted(clips, key=lambda p: SPLITS.index(split_of[parse_clip_name(p.name)[0]]))
-        mels = np.empty((len(clips), features.n_mels, features.n_frames), np.float16)
+        order = sorted(range(len(clips)), key=lambda i: SPLITS.index(split_of[parse_clip_name(clips[i].name)[0]]))
+        in_split_order = [clips[i] for i in order]
+        digests: list[bytes] = [b""] * len(clips)  # each clip's, where it stands in `clips`
         keep: list[int] = []
         skipped: Counter = Counter({"not named {recording}_{k}.wav": len(others)} if others else {})
         skipped[BAD_NAME] += len(badly_named)
@@ -365,49 +559,56 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
         fixed: Counter = Counter()
         skipped_files: list[tuple[str, str]] = [(ascii(p.name), BAD_NAME) for p in badly_named]
         workers = os.cpu_count() or 1 if workers is None else workers
-        with tqdm(total=len(clips), desc="mel spectrograms", unit="clip", disable=not progress) as bar:
-            for start, (chunk_mels, kept, skips, fixes) in _featurise_all(clips, features, workers):
-                mels[len(keep):len(keep) + len(kept)] = chunk_mels
-                keep.extend(start + k for k in kept)
-                for name, why in skips:
-                    skipped[why] += 1
-                    skipped_files.append((name, why))
-                fixed.update(fixes)
-                bar.update(min(_CHUNK, len(clips) - start))
-        if not keep:
-            raise BeetNetError(f"every clip in {clips_dir} was skipped ({dict(skipped)}): nothing to cache")
-        mels = mels[: len(keep)]
-        names = [clips[i].name for i in keep]
-        recordings = [parse_clip_name(n)[0] for n in names]
-        if set(recordings) != set(split_of):  # a whole recording was skipped: split what is left again
-            split_of = split_recs(recordings)
-            order = sorted(range(len(names)), key=lambda i: SPLITS.index(split_of[recordings[i]]))
-            mels, names, recordings = mels[order], [names[i] for i in order], [recordings[i] for i in order]
-        splits = np.array([split_of[r] for r in recordings])
-        n_train = int((splits == "train").sum())
-        mean, std = db_stats(mels[:n_train] if n_train else mels)
-        mels = np.ascontiguousarray(mels)
-        index = io.StringIO(newline="")
-        w = csv.writer(index)
-        w.writerow(["name", "recording", "split"])
-        w.writerows(zip(names, recordings, splits))
-        index_bytes = index.getvalue().encode()
-        meta = {
-            "beetnet": "cache", "version": CACHE_VERSION, "index_hash": _digest(index_bytes), "mels_hash": _digest(mels),
-            "features": dataclasses.asdict(features), "feature_hash": feature_hash, "clips_hash": clips_hash,
-            "clips_dir": str(clips_dir), "split_config": split_config,
-            "stats": {"mean": mean, "std": std, "fitted_on": "train" if n_train else "all (evaluation only)"},
-            "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
-            "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                         "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},
-        }
+        is_train = lambda p: split_of[parse_clip_name(p.name)[0]] == "train"  # noqa: E731
         with atomic_dir(out) as staging:
-            np.save(staging / "mels.npy", mels)
+            with _MelWriter(staging / "mels.npy", len(clips), features.shape) as writer, \
+                    tqdm(total=len(clips), desc="mel spectrograms", unit="clip", disable=not progress) as bar:
+                for start, (chunk_mels, kept, skips, fixes, chunk_digests) in _featurise_all(in_split_order, features,
+                                                                                              workers):
+                    writer.add(chunk_mels, sum(is_train(in_split_order[start + k]) for k in kept))
+                    keep.extend(start + k for k in kept)
+                    for j, digest in enumerate(chunk_digests):
+                        digests[order[start + j]] = digest
+                    for name, why in skips:
+                        skipped[why] += 1
+                        skipped_files.append((name, why))
+                    fixed.update(fixes)
+                    bar.update(len(chunk_digests))
+                writer.finish()
+            if not keep:
+                raise BeetNetError(f"every clip in {clips_dir} was skipped ({dict(skipped)}): nothing to cache")
+            names = [in_split_order[i].name for i in keep]
+            recordings = [parse_clip_name(n)[0] for n in names]
+            if set(recordings) != set(split_of):  # a whole recording was skipped: split what is left again
+                split_of = split_recs(recordings)
+                again = sorted(range(len(names)), key=lambda i: SPLITS.index(split_of[recordings[i]]))
+                names, recordings = [names[i] for i in again], [recordings[i] for i in again]
+                writer = _reorder(writer, again, sum(split_of[r] == "train" for r in recordings))
+            splits = np.array([split_of[r] for r in recordings])
+            mean, std = writer.stats()
+            clips_hash = hashlib.sha256()  # storage.content_hash, from the digests the workers took
+            for p, digest in zip(clips, digests):
+                clips_hash.update(p.name.encode("utf-8", "surrogateescape") + b"\0" + digest)
+            index = io.StringIO(newline="")
+            w = csv.writer(index)
+            w.writerow(["name", "recording", "split"])
+            w.writerows(zip(names, recordings, splits))
+            index_bytes = index.getvalue().encode()
+            meta = {
+                "beetnet": "cache", "version": CACHE_VERSION, "index_hash": _digest(index_bytes),
+                "mels_hash": writer.hash.hexdigest()[:32], "features": dataclasses.asdict(features),
+                "feature_hash": feature_hash, "clips_hash": clips_hash.hexdigest()[:32],
+                "clips_dir": str(clips_dir), "split_config": split_config,
+                "stats": {"mean": mean, "std": std, "fitted_on": "train" if writer.train.count else "all (evaluation only)"},
+                "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
+                "versions": {"python": platform.python_version(), "torch": torch.__version__,
+                             "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},
+            }
             (staging / "index.csv").write_bytes(index_bytes)
             (staging / "meta.json").write_text(json.dumps(meta, indent=2))
+        _record(out, clips=identity, clips_hash=meta["clips_hash"], mels=_identity(out / "mels.npy"),
+                mels_hash=meta["mels_hash"])
         total_skips = sum(skipped.values())
         log(f"cached {len(names)} clips; skipped {total_skips}" + (f" ({dict(skipped)})" if total_skips else "")
             + (f"; fixed {dict(fixed)}" if fixed else ""))
-        return MelCache(out, mels, names, np.array(recordings), splits, meta)
-
-
+        return MelCache(out, _open_mels(out / "mels.npy", in_memory), names, np.array(recordings), splits, meta)

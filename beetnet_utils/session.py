@@ -180,7 +180,9 @@ class Session:
             train={k: v for k, v in overrides.items() if v is not None})
         run_dir = Path(run_dir or self.run_dir(preset))
         procs = processes(gpus, device)
-        if procs == 1 or in_torchrun():
+        if in_torchrun():  # a rank maps the cache its launcher checked: the ranks share one copy, the OS's
+            return train(load_cache(self.paths.cache, in_memory=0), run_dir, cfg, device=device, progress=progress)
+        if procs == 1:
             return train(self.load_cache(), run_dir, cfg, device=device, progress=progress)
         check_shares(cfg.train.batch_size, procs)
         cache = self.load_cache()  # restored and checked here, once, before the ranks read it

@@ -3,7 +3,11 @@
 In the shape of descript-audio-codec's scripts/train.py: a small `State`, then `load` (new or
 resumed), `train_epoch`, `validate`, `checkpoint`, and `train`, which only wires them.
 Batches are index permutations of one tensor that lives on the device (no DataLoader, no
-per-file reads, no per-batch copies). On CUDA it runs float16 autocast with a GradScaler; the
+per-file reads, no per-batch copies), when the train and validation splits fit in `resident_bytes`
+(by default a quarter of the device's memory: 3.7 GB on a T4, where the full set's train split takes
+230 MB). A larger set is streamed from the cache's memory-mapped mels.npy, batch by batch in the same
+order, by a background thread a few batches ahead: the same numbers, so on the CPU a streamed run
+is bit-equal to a resident one. On CUDA it runs float16 autocast with a GradScaler; the
 same code runs on the CPU (bfloat16 autocast when `amp='on'`), which is how the tests exercise
 it. Running `train` again on the same run folder continues from the last intact checkpoint,
 exactly as if it had never stopped.
@@ -23,12 +27,16 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import os
+import queue
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator, TypeVar
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -45,7 +53,11 @@ from .runtime import device as pick_device
 from .storage import BeetNetError, atomic_write, writer_lock
 
 Log = Callable[[str], None]
+T = TypeVar("T")
 RANK_SEED = 1000  # rank r draws its augmentation and dropout from seed + r * RANK_SEED (rank 0: the run's own)
+RESIDENT_FRACTION = 4  # by default the splits stay on the device when they fit in 1/4 of its memory
+AHEAD = 4  # batches a streamed split reads ahead of the loop
+INIT_CLIPS = 16_384  # the model starts from (PCA of) at most this many train clips: a seeded sample of a bigger split
 
 
 def quiet(message: str) -> None:
@@ -93,12 +105,23 @@ class Precision:
         return f"AMP {str(self.dtype).split('.')[-1]}" if self.enabled else "float32"
 
 
+def init_rows(n: int, seed: int) -> np.ndarray | None:
+    """Which of n train clips the model is initialised from: all (None), or a seeded sample of INIT_CLIPS."""
+    return None if n <= INIT_CLIPS else np.sort(np.random.default_rng(seed).choice(n, INIT_CLIPS, replace=False))
+
+
+def pieces(rows: range, size: int) -> Iterator[slice]:
+    """`rows` as consecutive slices of at most `size`."""
+    return (slice(i, min(i + size, rows.stop)) for i in range(rows.start, rows.stop, size))
+
+
 class Resident:
     """A split standardised whole on the device (float16 on CUDA: ~230 MB for the full set's train split):
     a batch is an index gather there, never a copy from the host."""
 
     def __init__(self, cache: MelCache, split: str, device: torch.device, dtype: torch.dtype):
         self.x, self.device = cache.standardised(split, device, dtype), device
+        self.shape = tuple(self.x.shape)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -110,11 +133,68 @@ class Resident:
 
     def chunks(self, rows: range, size: int) -> Iterator[torch.Tensor]:
         """`rows` in consecutive pieces of at most `size` clips."""
-        for i in range(rows.start, rows.stop, size):
-            yield self.x[i:min(i + size, rows.stop)]
+        return (self.x[part] for part in pieces(rows, size))
 
-    def all(self) -> torch.Tensor:
-        return self.x
+    def sample(self, seed: int) -> torch.Tensor:
+        """The clips the model is initialised from (init_rows)."""
+        rows = init_rows(len(self), seed)
+        return self.x if rows is None else self.x[torch.from_numpy(rows).to(self.device)]
+
+
+def prefetch(make: Callable[[T], torch.Tensor], items: Iterable[T], ahead: int = AHEAD) -> Iterator[torch.Tensor]:
+    """make(item) for each item, in order, computed by a background thread up to `ahead` items early (reading
+    a memory-mapped file and copying to the device while the loop computes). The thread stops when the loop
+    does, however it stops; its errors are raised in the loop."""
+    done, ready, stop = object(), queue.Queue(ahead), threading.Event()
+
+    def work() -> None:
+        try:
+            for item in items:
+                if stop.is_set():
+                    return
+                ready.put(make(item))
+            ready.put(done)
+        except BaseException as exc:  # noqa: BLE001  (raised again in the loop)
+            ready.put(exc)
+
+    thread = threading.Thread(target=work, name="beetnet-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (got := ready.get()) is not done:
+            if isinstance(got, BaseException):
+                raise got
+            yield got
+    finally:
+        stop.set()
+        while thread.is_alive():  # a put blocked on a full queue returns once there is room
+            with contextlib.suppress(queue.Empty):
+                ready.get(timeout=0.05)
+
+
+class Streamed:
+    """A split read from the cache (its memory-mapped mels.npy) as it is needed, a batch at a time, `AHEAD`
+    batches ahead on a background thread; standardised as `Resident` is (MelCache.standardise: the same
+    operations on the same numbers, so the same bits). Memory holds a few batches, not the split."""
+
+    def __init__(self, cache: MelCache, split: str, device: torch.device, dtype: torch.dtype):
+        self.cache, self.mels, self.device, self.dtype = cache, cache.rows(split), device, dtype
+        self.shape = tuple(self.mels.shape)
+
+    def __len__(self) -> int:
+        return len(self.mels)
+
+    def _load(self, rows: np.ndarray | slice) -> torch.Tensor:
+        return self.cache.standardise(self.mels[rows], self.device, self.dtype)
+
+    def batches(self, order: torch.Tensor) -> Iterator[torch.Tensor]:
+        return prefetch(self._load, (idx.numpy() for idx in order))
+
+    def chunks(self, rows: range, size: int) -> Iterator[torch.Tensor]:
+        return prefetch(self._load, pieces(rows, size))
+
+    def sample(self, seed: int) -> torch.Tensor:
+        rows = init_rows(len(self), seed)
+        return self._load(slice(None) if rows is None else rows)
 
 
 @dataclass
@@ -161,7 +241,7 @@ def restore_random_states(state: State, rng: dict) -> None:
         torch.cuda.set_rng_state_all(rng["cuda"])
 
 
-def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_train: Resident,
+def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_train: Resident | Streamed,
          precision: Precision, log: Log, group: Group = SINGLE) -> State:
     """A new state (the model initialised from the train split when it wants to be), or the saved one.
     Every rank reads the same checkpoint; rank 0's weights reach the others through `group.wrap`."""
@@ -176,7 +256,7 @@ def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_trai
     ckpt = load_checkpoint(run_dir, log=log)
     if ckpt is None:
         if group.main:
-            model.init_from_data(x_train.all())
+            model.init_from_data(x_train.sample(tc.seed))
         state.net = group.wrap(model, dev)
         return state
     check_resumable(ckpt, cfg.to_dict(), cache.key, run_dir)
@@ -251,7 +331,7 @@ def objective(pred: torch.Tensor, target: torch.Tensor, flux_weight: float = 0.0
     return l1 + flux_weight * F.l1_loss(flux(pred), flux(target)), l1
 
 
-def train_epoch(state: State, x: Resident, order: torch.Tensor, epoch: int, tc: TrainConfig, precision: Precision,
+def train_epoch(state: State, x: Resident | Streamed, order: torch.Tensor, epoch: int, tc: TrainConfig, precision: Precision,
                 bounds: tuple[float, float] | None, progress: bool, group: Group = SINGLE) -> float:
     """One pass over `order` (this rank's share of the epoch's batches); returns the mean train L1 over every
     rank (without the flux term)."""
@@ -274,7 +354,7 @@ def train_epoch(state: State, x: Resident, order: torch.Tensor, epoch: int, tc: 
 
 
 @torch.no_grad()
-def validate(model: Autoencoder, x: Resident, precision: Precision, bounds: tuple[float, float] | None = None,
+def validate(model: Autoencoder, x: Resident | Streamed, precision: Precision, bounds: tuple[float, float] | None = None,
              batch: int = 256, group: Group = SINGLE) -> float:
     """Mean absolute error on standardised values over a whole split (the output clamped to `bounds`); each rank
     scores its share of the clips, and the sums are added up."""
@@ -285,7 +365,7 @@ def validate(model: Autoencoder, x: Resident, precision: Precision, bounds: tupl
         with precision.autocast(x.device):
             pred = clamp(model(xb).float())
         total += (pred - xb.float()).abs().sum(dtype=torch.float64)
-    return float(group.sum(total)) / (len(x) * math.prod(x.all().shape[1:]))
+    return float(group.sum(total)) / (len(x) * math.prod(x.shape[1:]))
 
 
 def checkpoint(state: State, run_dir: Path, ident: dict, is_best: bool, group: Group = SINGLE) -> None:
@@ -313,10 +393,20 @@ def plot_history(history: list[dict], path: Path) -> Path:
         plt.close(fig)
 
 
-def split_data(cache: MelCache, dev: torch.device) -> tuple[Resident, Resident]:
-    """The train and validation splits, standardised, resident on the device (float16 on CUDA)."""
+def default_resident_bytes(dev: torch.device, processes: int = 1) -> int:
+    """A quarter of the device's memory (on the CPU, of the machine's, shared by its processes)."""
+    if dev.type == "cuda":
+        return torch.cuda.get_device_properties(dev).total_memory // RESIDENT_FRACTION
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // RESIDENT_FRACTION // processes
+
+
+def split_data(cache: MelCache, dev: torch.device, resident_bytes: int) -> tuple[Resident | Streamed, Resident | Streamed]:
+    """The train and validation splits, standardised (float16 on CUDA): resident on the device when together
+    they take at most `resident_bytes` there, else streamed from the cache."""
     dtype = torch.float16 if dev.type == "cuda" else torch.float32
-    x_train, x_val = Resident(cache, "train", dev, dtype), Resident(cache, "val", dev, dtype)
+    size = (len(cache.indices("train")) + len(cache.indices("val"))) * math.prod(cache.mels.shape[1:]) * dtype.itemsize
+    kind = Resident if size <= resident_bytes else Streamed
+    x_train, x_val = kind(cache, "train", dev, dtype), kind(cache, "val", dev, dtype)
     if not len(x_val):
         raise BeetNetError(f"the cache {cache.path} has no validation clips: rebuild it with the `cache` step")
     return x_train, x_val
@@ -330,10 +420,11 @@ def check_shares(batch_size: int, processes: int) -> None:
 
 
 def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None, progress: bool = True,
-          log: Log = print) -> list[dict]:
+          log: Log = print, resident_bytes: int | None = None) -> list[dict]:
     """Train (or resume) the model `cfg` describes on `cache`'s train split; returns the history.
     The run folder is locked while it trains: a second process on it is refused, naming the first.
-    Under torchrun, this process is one rank of the job (see the module's docstring)."""
+    Under torchrun, this process is one rank of the job (see the module's docstring). The splits stay on
+    the device if they fit in `resident_bytes` (default: default_resident_bytes), else they are streamed."""
     model = new_model(cfg)
     with joined(pick_device(device)) as (group, dev):
         check_shares(cfg.train.batch_size, group.size)
@@ -343,16 +434,17 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
             run_dir = claim_run_dir(run_dir, cache.path)
         with writer_lock(run_dir) if group.main else contextlib.nullcontext():
             group.barrier()  # the others read the run folder once rank 0 holds it
-            history = train_locked(cache, Path(run_dir), cfg, model, dev, progress, log, group)
+            budget = default_resident_bytes(dev, group.size) if resident_bytes is None else resident_bytes
+            history = train_locked(cache, Path(run_dir), cfg, model, dev, progress, log, group, budget)
             group.barrier()  # every rank is done before rank 0 lets the folder go
             return history
 
 
 def train_locked(cache: MelCache, run_dir: Path, cfg: Config, model: Autoencoder, dev: torch.device,
-                 progress: bool, log: Log, group: Group = SINGLE) -> list[dict]:
+                 progress: bool, log: Log, group: Group, resident_bytes: int) -> list[dict]:
     tc = cfg.train
     precision = Precision.choose(dev, tc.amp)
-    x_train, x_val = split_data(cache, dev)
+    x_train, x_val = split_data(cache, dev, resident_bytes)
     batches = Batches(len(x_train), tc.batch_size, tc.seed)
     if len(batches) == 0:
         raise BeetNetError(f"the train split has {len(x_train)} clips, fewer than one batch of {tc.batch_size}: "
@@ -361,8 +453,10 @@ def train_locked(cache: MelCache, run_dir: Path, cfg: Config, model: Autoencoder
     bounds = tuple((v - cache.mean) / cache.std for v in cfg.features.db_range) if tc.clamp_loss else None
     ident, started = identity(cfg, cache), time.perf_counter()
     ranks = f", in {group.size} processes of {tc.batch_size // group.size}" if group.size > 1 else ""
+    streamed = (f"; streamed from the cache (the splits take more than resident_bytes, {resident_bytes / 1e9:.2g} GB)"
+                if isinstance(x_train, Streamed) else "")
     log(f"training on {dev} ({precision.describe()}): {len(x_train)} train clips, {len(x_val)} val clips, "
-        f"{len(batches)} batches of {tc.batch_size}{ranks}")
+        f"{len(batches)} batches of {tc.batch_size}{ranks}{streamed}")
     first = state.epoch + 1
     for epoch in range(first, tc.epochs + 1):
         trained = sum(h["wall"] for h in state.history)  # every session's, so far

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -154,4 +155,110 @@ def test_forked_workers_give_the_same_cache_as_one_process(tmp_path, smoke, smok
     a = build_cache(smoke_clips.path, tmp_path / "a", smoke.features, smoke.data, workers=1, **quiet)
     b = build_cache(smoke_clips.path, tmp_path / "b", smoke.features, smoke.data, workers=2, **quiet)
     assert a.names == b.names and np.array_equal(a.mels, b.mels) and a.meta["stats"] == b.meta["stats"]
+    assert a.meta["clips_hash"] == b.meta["clips_hash"] and a.meta["mels_hash"] == b.meta["mels_hash"]
     assert torch.get_num_threads() == threads  # the one-thread setting stays inside the workers
+
+
+# --- larger than memory: the build writes as it goes, the load maps, the full checks when something changed -----
+
+MEMORY = """
+import re, shutil, sys
+from pathlib import Path
+from beetnet_utils import build_cache, get_config
+smoke, n, work = Path(sys.argv[1]), int(sys.argv[2]), Path(sys.argv[3])
+clips = work / "clips"
+clips.mkdir(parents=True)
+originals = sorted(smoke.glob("*_*.wav"))
+for i in range(n):  # copies of the smoke clips, each copy its own recording
+    rec, k = originals[i % len(originals)].stem.rsplit("_", 1)
+    shutil.copyfile(originals[i % len(originals)], clips / f"{rec}c{i // len(originals)}_{k}.wav")
+c = get_config("smoke")
+kib = lambda key: int(re.search(rf"^{key}:\\s+(\\d+) kB", Path("/proc/self/status").read_text(), re.M)[1])
+Path("/proc/self/clear_refs").write_text("5")  # the peak (VmHWM) starts again from here
+before = kib("VmRSS")
+cache = build_cache(clips, work / "cache", c.features, c.data, progress=False, log=lambda m: None, workers=1,
+                    in_memory=0)
+print(len(cache.names), kib("VmHWM") - before)
+"""
+
+
+def test_the_cache_builds_peak_memory_stays_flat_as_the_clips_grow(tmp_path, smoke_clips):
+    """One process reads, featurises, hashes and writes every clip (workers=1): the peak of its resident memory
+    during the build grows by under 4 MB from 300 clips to 1200. Holding the mels would add 11 MB; the build
+    before this one grew by 47 MB (the mels, then float32 copies of them for the statistics). The peak is the
+    kernel's VmHWM, reset before the build: getrusage's ru_maxrss would carry pytest's own peak, which Linux
+    keeps across the fork and exec that start the subprocess."""
+    grown = {}
+    for n in (300, 1200):
+        r = subprocess.run([sys.executable, "-c", MEMORY, str(smoke_clips.path), str(n), str(tmp_path / str(n))],
+                           capture_output=True, text=True, cwd=Path(__file__).parents[1], timeout=600)
+        assert r.returncode == 0, r.stderr
+        cached, kib = map(int, r.stdout.split())
+        assert cached == n and kib > 0
+        grown[n] = kib
+    assert grown[1200] - grown[300] < 4 * 1024, grown
+
+
+def count_calls(monkeypatch, module, name: str) -> list:
+    """Calls of the real `module.name`, counted."""
+    calls, real = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a, **k: calls.append(a) or real(*a, **k))
+    return calls
+
+
+def test_a_cache_unchanged_since_its_last_full_check_is_neither_rehashed_nor_its_clips_reread(tmp_path, smoke,
+                                                                                            smoke_clips, monkeypatch):
+    from beetnet_utils import features, list_clips
+    from beetnet_utils.storage import content_hash
+
+    clips, out = tmp_path / "clips", tmp_path / "cache"
+    shutil.copytree(smoke_clips.path, clips)
+    built = build_cache(clips, out, smoke.features, smoke.data, **quiet)
+    assert built.meta["clips_hash"] == content_hash(list_clips(clips))  # the workers' digests add up to it
+    hashed, read = count_calls(monkeypatch, features, "_file_hash"), count_calls(monkeypatch, features, "content_hash")
+    said = []
+    assert np.array_equal(load_cache(out).mels, built.mels) and not hashed
+    build_cache(clips, out, smoke.features, smoke.data, progress=False, log=said.append)
+    assert said[-1].startswith("reusing") and not hashed and not read
+
+    mels = out / "mels.npy"
+    mels.write_bytes(mels.read_bytes())  # the same bytes, written again: looks changed, checked whole, and fine
+    assert np.array_equal(load_cache(out).mels, built.mels) and len(hashed) == 1
+    assert np.array_equal(load_cache(out).mels, built.mels) and len(hashed) == 1  # recorded: not again
+    shutil.copytree(out, tmp_path / "copy")  # another inode: checked whole once
+    assert np.array_equal(load_cache(tmp_path / "copy").mels, built.mels) and len(hashed) == 2
+
+    stat = mels.stat()
+    flipped = bytearray(mels.read_bytes())
+    flipped[-1] ^= 1  # one bit of the last clip, its size and mtime put back: the write moved ctime
+    mels.write_bytes(bytes(flipped))
+    os.utime(mels, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    with pytest.raises(BeetNetError, match=r"mels.npy changed after the cache was built"):
+        load_cache(out)
+
+    size = (clips / built.names[0]).stat().st_size
+    write_wav(clips / built.names[0], tone(2.0, freq=1500))  # new audio, under the same name and size
+    assert (clips / built.names[0]).stat().st_size == size
+    build_cache(clips, out, smoke.features, smoke.data, progress=False, log=said.append)
+    assert len(read) == 1 and "clip folder changed" in said[-2]
+
+
+def test_a_cache_over_its_memory_budget_is_mapped_not_read_and_a_skipped_recording_is_split_again(tmp_path, smoke,
+                                                                                                 smoke_clips):
+    """A recording whose every clip is silent is dropped after the rows were written: they are rewritten in the
+    new split order, and meta.json's hash and statistics are of the file as it ends up."""
+    clips = tmp_path / "clips"
+    shutil.copytree(smoke_clips.path, clips)
+    for k in range(3):
+        write_wav(clips / f"0000silent_{k}.wav", np.zeros(2 * SR, np.float32))
+    whole = build_cache(clips, tmp_path / "cache", smoke.features, smoke.data, **quiet)
+    assert whole.meta["skipped"] == {"silent": 3} and not isinstance(whole.mels, np.memmap)
+    assert list(whole.splits) == sorted(whole.splits, key=["train", "val", "test"].index)
+    (tmp_path / "cache" / ".verified.json").unlink()  # no record: checked whole against meta.json
+    mapped = load_cache(tmp_path / "cache", in_memory=0)
+    assert isinstance(mapped.mels, np.memmap) and np.array_equal(mapped.mels, whole.mels)
+    train = mapped.db("train").astype(np.float64)
+    assert whole.mean == pytest.approx(train.mean(), abs=1e-6) and whole.std == pytest.approx(train.std(), abs=1e-6)
+    for i in (0, len(whole.names) - 1):
+        wav, _, _ = load_clip(clips / whole.names[i], whole.features)
+        np.testing.assert_allclose(whole.mels[i], mel_db(wav, whole.features).numpy().astype(np.float16), atol=0.07)

@@ -9,10 +9,11 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from beetnet_utils import BeetNetError, get_config, with_preset
+from beetnet_utils import BeetNetError, get_config, load_cache, with_preset
 from beetnet_utils.model import build_model, count_parameters
 from beetnet_utils.run import load_checkpoint, load_run
 from beetnet_utils.train import objective, train
@@ -291,3 +292,37 @@ def test_sigkill_while_writing_a_checkpoint_leaves_a_loadable_one(tmp_path, smok
     history = train(smoke_cache, run, smoke.replace(train={"epochs": 3}), progress=False, log=said.append)
     assert "after epoch 1" in said[0] and [h["epoch"] for h in history] == [1, 2, 3]
     assert not list(run.glob(".*staging*"))
+
+
+def test_a_run_streamed_from_the_mapped_cache_equals_a_resident_run_bit_for_bit(tmp_path, smoke, smoke_cache):
+    """`best` (initialised from the train split, dropout, a random EQ): every batch read from mels.npy on disk by
+    the prefetch thread gives the weights of the split held whole, to the last bit."""
+    mapped = load_cache(smoke_cache.path, in_memory=0)
+    assert isinstance(mapped.mels, np.memmap) and not isinstance(smoke_cache.mels, np.memmap)
+    cfg = smoke_preset(smoke, "best").replace(model={"refine_steps": 0}, train={"epochs": 2})
+    said, kept = [], []
+    streamed = train(mapped, tmp_path / "streamed", cfg, progress=False, log=said.append, resident_bytes=0)
+    resident = train(smoke_cache, tmp_path / "resident", cfg, progress=False, log=kept.append)
+    assert "streamed from the cache" in said[0] and "streamed" not in kept[0]
+    assert strip_timing(streamed) == strip_timing(resident)
+    assert_same_weights(tmp_path / "streamed", tmp_path / "resident")
+
+
+def test_prefetch_keeps_the_order_stops_with_its_loop_and_raises_its_errors():
+    from beetnet_utils.train import prefetch
+
+    made = []
+    batches = prefetch(lambda i: made.append(i) or torch.tensor(i), range(1000), ahead=2)
+    assert [int(next(batches)) for _ in range(3)] == [0, 1, 2]
+    batches.close()  # the loop stopped: so does the thread, a few items ahead at most
+    assert made == list(range(len(made))) and len(made) <= 3 + 2 + 1
+
+    def broken(i):
+        if i == 2:
+            raise ValueError("clip 2 is unreadable")
+        return torch.tensor(i)
+
+    got = []
+    with pytest.raises(ValueError, match="clip 2 is unreadable"):
+        got.extend(int(x) for x in prefetch(broken, range(5)))
+    assert got == [0, 1]
