@@ -763,8 +763,11 @@ def not_the_best(run: Path) -> bool:
 def test_attack_ctrl_c_during_training_is_one_line_exit_130_and_resumes_from_last_pt(tmp_path, smoke_cache):
     run, cache = tmp_path / "run", tree(smoke_cache.path)
     train = ["train", "--cache", smoke_cache.path, "--run", run, "--profile", "smoke", "--epochs", "200"]
+    # SIGINT as a terminal's Ctrl-C finds it: a shell's background job (pytest started with `&`) ignores it,
+    # and a Python started ignoring it keeps ignoring it
     proc = subprocess.Popen([sys.executable, "-m", "beetnet_utils", *map(str, train)], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not not_the_best(run) and proc.poll() is None and time.time() < deadline:
         time.sleep(0.05)
