@@ -111,6 +111,7 @@ def drive_the_views(compare, walk, run, cache) -> dict:
 
     facts = {"ipywidgets": ipywidgets.__version__, "background": compare.background, "tries": compare.TRIES}
     compare.n_iter = 4  # Griffin-Lim iterations of the sound rendered ahead: its quality is not what is driven here
+    compare.wait_for_refinement()  # the worker idle, as after a person's pause
     drawn_on = threads_setting(compare.image)
     run.reconstruct = counted
     compare.split.value = "train"  # new clips: drawn at once from the encoder's code, refined by the worker
