@@ -99,9 +99,9 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--budget-minutes", type=float, help="the whole run's budget over every session: the schedule "
                    "anneals over it and the run ends when it is spent (fixed when the run starts)")
     t.add_argument("--amp", choices=AMP_MODES, help="mixed precision (auto: on CUDA only)")
-    t.add_argument("--gpus", default="1", metavar="N|all", help="train one model on N GPUs (or all of them) in N "
-                   "processes, started by torchrun; the batch is shared out, so it stays --batch-size. With "
-                   "--device cpu: N CPU processes")
+    t.add_argument("--gpus", default="1", metavar="N|all", help="train one model on N GPUs (all: every GPU there is, "
+                   "or the CPU when there is none) in N processes, started by torchrun; the batch is shared out, so "
+                   "it stays --batch-size. With --device cpu: N CPU processes")
     t.add_argument("--settings", type=Path, metavar="JSON", help="train exactly these settings (a Config as JSON, "
                    "instead of --profile, --preset and the options above): how --gpus hands a notebook's to its processes")
 

@@ -123,13 +123,11 @@ def joined(device: torch.device) -> Iterator[tuple[Group, torch.device]]:
 
 
 def processes(gpus: int | str, device: str | None) -> int:
-    """How many processes `gpus` asks for: a number, or "all" (every visible GPU). With `device` "cpu" the
-    number is of CPU processes (gloo), which is how the tests train in several processes without a GPU."""
+    """How many processes `gpus` asks for: a number, or "all": every visible GPU, one process each (one process
+    when none is visible or `device` is "cpu", so that a notebook may always ask for "all"). With `device` "cpu"
+    a number is of CPU processes (gloo), which is how the tests train in several processes without a GPU."""
     if gpus == "all":
-        if device == "cpu" or not torch.cuda.is_available():
-            raise BeetNetError("--gpus all: no CUDA GPU is visible here; give a number of CPU processes with "
-                               "--device cpu (e.g. --gpus 2 --device cpu)")
-        return torch.cuda.device_count()
+        return torch.cuda.device_count() if device != "cpu" and torch.cuda.is_available() else 1
     try:
         n = int(gpus)
     except (TypeError, ValueError):

@@ -121,8 +121,7 @@ def test_what_cannot_be_shared_out_is_refused_before_torchrun_starts(smoke_cache
     session = for_folders("smoke", cache=smoke_cache.path)
     with pytest.raises(BeetNetError, match="a batch of 3 does not split into 2 equal parts"):
         session.train("original", tmp_path / "run", device="cpu", gpus=2, batch_size=3)
-    with pytest.raises(BeetNetError, match="--gpus all: no CUDA GPU is visible"):
-        processes("all", "cpu")
+    assert processes("all", "cpu") == 1  # every GPU: on the CPU, the one process
     with pytest.raises(BeetNetError, match="at least 1"):
         processes("0", "cpu")
     with pytest.raises(BeetNetError, match="--device cpu to train in 100000 CPU processes"):
