@@ -50,7 +50,7 @@ from tqdm.auto import tqdm
 from .config import DataConfig, FeatureConfig, stable_hash
 from .data import (BAD_NAME, MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason,
                    valid_name)
-from .storage import (BeetNetError, _file_digest, atomic_dir, atomic_write, check_not_inside, claim_output, content_hash,
+from .storage import (BeetNetError, file_digest, atomic_dir, atomic_write, check_not_inside, claim_output, content_hash,
                       recover, writer_lock)
 
 SPLITS = ("train", "val", "test")
@@ -124,7 +124,7 @@ def _featurise(paths: list[Path], features: FeatureConfig) -> tuple[np.ndarray, 
     kept, skips, fixes, digests = [], [], Counter(), []
     for i, path in enumerate(paths):
         wav, reason, fixed = load_clip(path, features)
-        digests.append(_file_digest(path))
+        digests.append(file_digest(path))
         fixes.update(fixed)
         if reason:
             skips.append((path.name, reason))

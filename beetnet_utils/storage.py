@@ -82,7 +82,7 @@ def open_regular(path: Path) -> BinaryIO:
     return os.fdopen(fd, "rb")
 
 
-def _file_digest(path: Path) -> bytes:
+def file_digest(path: Path) -> bytes:
     try:
         with open_regular(path) as f:
             h = hashlib.sha256(os.fstat(f.fileno()).st_size.to_bytes(8, "little"))
@@ -99,7 +99,7 @@ def content_hash(paths: Iterable[Path], name: Callable[[Path], str] = lambda p: 
     hardware on most CPUs, twice blake2b's speed here; threads were slower on 2 busy cores."""
     h = hashlib.sha256()
     for p in paths:
-        h.update(name(p).encode("utf-8", "surrogateescape") + b"\0" + _file_digest(p))  # any file name
+        h.update(name(p).encode("utf-8", "surrogateescape") + b"\0" + file_digest(p))  # any file name
     return h.hexdigest()[:32]
 
 

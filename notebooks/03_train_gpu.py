@@ -46,6 +46,7 @@ session = bn.start()  # where we run (and which GPU), the profile, where files l
 PRESET = session.preset  # "best" (ours) or "original" (the specification's)
 EPOCHS = session.config.train.epochs  # the profile's: full 50, demo 12, smoke 2
 MINUTES = session.minutes  # None, or e.g. 60: stop after the epoch that crosses an hour; run again to go on
+GPUS = "all"  # every GPU there is (Kaggle's T4 x2: one model on both, through torchrun); none: one CPU process
 
 # %% [markdown]
 # `original` reads the 63 frames of a clip with a GRU and keeps its last state as the 256-number code;
@@ -57,7 +58,7 @@ MINUTES = session.minutes  # None, or e.g. 60: stop after the epoch that crosses
 # ## Train (or resume)
 
 # %%
-history = session.train(PRESET, epochs=EPOCHS, minutes=MINUTES)
+history = session.train(PRESET, epochs=EPOCHS, minutes=MINUTES, gpus=GPUS)
 
 # %% [markdown]
 # One line per epoch: train and validation L1 (standardised units; the dB figure beside it), and
