@@ -7,7 +7,7 @@ never saw (split by recording), beside three baselines a model must beat to be w
   pca_<k>              a linear autoencoder: PCA with as many components as the latent size
 All predictions are clamped to the feature dB range, as the model's are. benchmarks/bench_quality.py
 adds `pca_<k> + refine` (`refined_pca`): PCA's codes fitted by the encode-time refinement that ours
-use (model.refine), so that a model's gain is not only that refinement.
+use (model.fit_codes), so that a model's gain is not only that refinement.
 
 The report (`evaluate`; `Session.evaluate` adds "realism" and writes it as runs/report.json, the CLI's
 `evaluate --json OUT` where asked), version REPORT_VERSION:
@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from .features import MelCache, build_cache
-from .model import refine as fit_codes
+from .model import fit_codes
 from .pca import PCA
 from .run import Run
 from .storage import BeetNetError, atomic_write, open_regular

@@ -235,7 +235,7 @@ class LocalGRUAutoencoder(LinearAndCorrection):
         return linear + self.out(self.drop(y)).transpose(1, 2)
 
 
-def refine(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tuple[float, float]) -> torch.Tensor:
+def fit_codes(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: tuple[float, float]) -> torch.Tensor:
     """Fit each clip's code by L1 descent through the frozen decoder, from the encoder's z.
 
     Each clip keeps the best code it reached (its starting z included), so its L1 never rises.

@@ -18,8 +18,8 @@ import numpy as np
 import torch
 
 from .config import Config
-from .model import build_model, refine as fit_codes
-from .runtime import device as pick_device
+from .model import build_model, fit_codes
+from .runtime import pick_device
 from .storage import BeetNetError, atomic_write, check_array, claim_dir
 
 CHECKPOINT_FORMAT = 2

@@ -97,7 +97,7 @@ def gpu_supported(capability: tuple[int, int], arch_list: list[str]) -> bool:
     return any(p.isdigit() and (int(p[:-1]), int(p[-1])) <= (major, minor) for p in ptx)
 
 
-def device(prefer: str | None = None, capability: tuple[int, int] | None = None,
+def pick_device(prefer: str | None = None, capability: tuple[int, int] | None = None,
            arch_list: list[str] | None = None) -> torch.device:
     """`prefer` ('cpu' or 'cuda') or the best available. Asking for CUDA without a usable GPU is an error;
     a GPU this torch build cannot run (Kaggle's P100) gives the CPU with a one-line warning instead of a

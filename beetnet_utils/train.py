@@ -49,7 +49,7 @@ from .features import MelCache
 from .model import Autoencoder, build_model
 from .plots import loss_curves
 from .run import CHECKPOINT_FORMAT, check_resumable, claim_run_dir, load_checkpoint, save_checkpoint
-from .runtime import device as pick_device
+from .runtime import pick_device
 from .storage import BeetNetError, atomic_write, writer_lock
 
 Log = Callable[[str], None]

@@ -98,7 +98,7 @@ import beetnet_utils_extra
 from .config import Config
 from .pca import PCA
 from . import storage, augment
-from beetnet_utils.runtime import device
+from beetnet_utils.runtime import pick_device
 from beetnet_utils import synth
 import beetnet_utils.plots as plots
 def f():

@@ -132,12 +132,12 @@ def test_a_gpu_that_this_torch_cannot_run_is_recognised(capability, arch, usable
 def test_a_p100_gives_the_cpu_with_a_one_line_warning_or_a_clear_error_when_cuda_is_asked_for():
     recent = ["sm_75", "sm_80", "sm_86", "sm_90", "sm_100", "sm_120"]
     with pytest.warns(UserWarning) as warned:
-        assert runtime.device(capability=(6, 0), arch_list=recent) == torch.device("cpu")
+        assert runtime.pick_device(capability=(6, 0), arch_list=recent) == torch.device("cpu")
     assert len(warned) == 1 and "\n" not in str(warned[0].message) and "T4 x2" in str(warned[0].message)
     with pytest.raises(BeetNetError, match="sm_60.*T4 x2.*--device cpu") as e:
-        runtime.device("cuda", capability=(6, 0), arch_list=recent)
+        runtime.pick_device("cuda", capability=(6, 0), arch_list=recent)
     assert "\n" not in str(e.value)
-    assert runtime.device(capability=(7, 5), arch_list=recent) == torch.device("cuda")  # a T4: no fuss
+    assert runtime.pick_device(capability=(7, 5), arch_list=recent) == torch.device("cuda")  # a T4: no fuss
 
 
 def test_an_attached_run_is_copied_writable_once_and_never_over_a_run_already_in_working(tmp_path):

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from beetnet_utils.config import EXPERIMENTS, PRESETS, get_config, with_preset
-from beetnet_utils.model import LocalGRUAutoencoder, LocalLayout, PCAGRUAutoencoder, build_model, refine
+from beetnet_utils.model import LocalGRUAutoencoder, LocalLayout, PCAGRUAutoencoder, build_model, fit_codes
 from beetnet_utils.pca import PCA, spectral_envelopes
 from beetnet_utils.run import load_run
 from beetnet_utils.train import train
@@ -359,7 +359,7 @@ def test_refine_returns_each_clips_best_code_not_its_last(smoke, smoke_cache, pr
         assert ((where > 0) & (where < 5)).any()
     else:
         assert (where == 0).any()  # for some clips nothing beats the start: refine must give it back
-    refined = refine(model, x, steps=5, lr=3.0, bounds=bounds)
+    refined = fit_codes(model, x, steps=5, lr=3.0, bounds=bounds)
     torch.testing.assert_close(refined, codes[where, torch.arange(len(x))], atol=1e-5, rtol=0)
     with torch.no_grad():
         got = (model.decode(refined).clamp(*bounds) - x).abs().mean(dim=(1, 2))

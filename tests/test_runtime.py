@@ -43,11 +43,11 @@ def test_cuda_asked_for_without_gpu_is_a_clear_error():
     import torch
 
     if torch.cuda.is_available():
-        assert runtime.device("cuda").type == "cuda"
+        assert runtime.pick_device("cuda").type == "cuda"
     else:
         with pytest.raises(RuntimeError, match="no CUDA GPU"):
-            runtime.device("cuda")
-    assert runtime.device("cpu").type == "cpu"
+            runtime.pick_device("cuda")
+    assert runtime.pick_device("cpu").type == "cpu"
 
 
 def test_cache_backup_and_restore_after_a_disconnect(tmp_path):
