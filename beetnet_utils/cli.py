@@ -135,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # a path that is a file, under a file, or not ours to write: the OS says which
-        print(f"error: {exc.strerror or exc}: {exc.filename or ''} (nothing was replaced)", file=sys.stderr)
+        print(f"error: {exc.strerror or exc}: {exc.filename or ''}: choose another path (nothing was replaced)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt as stop:
         what = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"

@@ -317,6 +317,16 @@ def _first_line(exc: BaseException) -> str:
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
 
 
+def _drop_partial_archive(handle: str) -> None:
+    """kagglehub resumes a download from its partial archive: a damaged one would be resumed, and fail,
+    on every run after, so "run again" could never help."""
+    from kagglehub.cache import get_cached_archive_path  # beside kagglehub's own import, which is lazy here too
+    from kagglehub.handle import parse_dataset_handle
+
+    with contextlib.suppress(Exception):
+        Path(get_cached_archive_path(parse_dataset_handle(handle))).unlink(missing_ok=True)
+
+
 def kaggle_download(handle: str, stall_seconds: float = KAGGLE_STALL_SECONDS) -> Path:
     """kagglehub with one-line errors. Pin the handle's version: an unpinned one asks the server every time.
 
@@ -351,9 +361,11 @@ def kaggle_download(handle: str, stall_seconds: float = KAGGLE_STALL_SECONDS) ->
         raise BeetNetError(f"Kaggle reported an error for {handle} ({_first_line(exc)}): try again later, "
                            f"or {hint}") from exc
     except (kx.DataCorruptionError, zipfile.BadZipFile, tarfile.TarError) as exc:
+        _drop_partial_archive(handle)
         raise BeetNetError(f"the download of {handle} arrived damaged ({type(exc).__name__}): run again, "
                            f"or {hint}") from exc
     except ValueError as exc:  # kagglehub's own refusals, such as "Unsupported archive type."
+        _drop_partial_archive(handle)
         raise BeetNetError(f"kagglehub could not fetch {handle} ({_first_line(exc)}): run again, or {hint}") from exc
     except requests.HTTPError as exc:
         status = exc.response.status_code if exc.response is not None else None
