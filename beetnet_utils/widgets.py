@@ -37,7 +37,7 @@ def _caption(titles: list[str], db_range: tuple[float, float]) -> str:
 
 
 class CompareView:
-    """Pick a split, a recording and a clip; see and hear original, oracle and reconstruction.
+    """Pick a split, a recording and a clip; see and hear the real clip, its reconstruction and the inversion alone.
 
     With `background` (the default), a worker thread keeps ahead of the clip slider: it refines the
     next WINDOW clips in one batch once the slider comes within WINDOW / 2 clips of their start, and
@@ -73,11 +73,13 @@ class CompareView:
         self.clip = W.IntSlider(min=0, max=0, value=0, description="clip", continuous_update=False)
         self.image = W.Image(format="png")
         self.readout = W.HTML()
-        self.original_audio, orig_box = _player("original")
-        self.oracle_audio, oracle_box = _player("oracle (its own mel, inverted)")
+        self.original_audio, orig_box = _player("real clip")
         self.recon_audio, recon_box = _player("reconstruction")
+        self.oracle_audio, oracle_box = _player("inversion only: the real clip's own mel, inverted (what the "
+                                                "inversion alone does, with no model)")
+        # each player under its own image (real clip | reconstruction | error); the inversion alone apart
         self.widget = W.VBox([W.HBox([self.split, self.recording, self.clip]), self.readout, self.image,
-                              W.HBox([orig_box, oracle_box, recon_box])])
+                              W.HBox([orig_box, recon_box]), oracle_box])
         self.split.observe(lambda _: self._recordings(), names="value")
         self.recording.observe(lambda _: self._clips(), names="value")
         self.clip.observe(lambda _: self.show(), names="value")
@@ -232,7 +234,7 @@ class CompareView:
         self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-l1='{m['l1_std']:.4f}' "
                               f"data-refined='{int(refined)}'>clip <b>{name}</b>: L1 {m['l1_std']:.4f} "
                               f"(standardised), {m['l1_db']:.2f} dB{code}</span><br>"
-                              + _caption(["original", "reconstruction", "|error|"], self.features.db_range))
+                              + _caption(["real clip", "reconstruction", "|error|"], self.features.db_range))
         self.image.value = plots.panels_png([original, recon, np.abs(original - recon)], self.features.db_range)
         wav = load_clip(self.clips_dir / name, self.features)[0]
         self.original_audio.value = wav_bytes(wav.numpy(), sr) if wav is not None else b""
