@@ -60,6 +60,9 @@ def test_the_driver_runs_every_notebook_path_and_leaves_its_own_environment_alon
     assert "[03-original] epoch 1: train L1" in said
     assert "[03-original] time budget of 0.0001 min reached after epoch 1" in said
     assert "[03-best] epoch 2: train L1" in said
+    # a person's view: one line per notebook with its time, the epochs; the rest stays in the notebooks
+    assert all(f"[{step.name}] finished in" in said for step in steps)
+    assert "running on:" not in said and "profile:" not in said
     # streamed while the training cell ran (epoch 2 trains after epoch 1's line), not printed after it
     executed = tmp_path / "notebooks"
     cells = nbformat.read(executed / "03-best.ipynb", as_version=4).cells
