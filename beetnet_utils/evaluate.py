@@ -143,8 +143,8 @@ def score(preds: dict[str, np.ndarray], x_db: np.ndarray, recordings: np.ndarray
 
 def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...] = ("val", "test"),
              other: MelCache | None = None) -> dict:
-    """The report: baselines fitted on `cache`'s train split; every run and baseline scored on `splits`
-    (or on every clip of `other`). `runs` is one run (named beetnet) or {name: run} to compare presets."""
+    """The report: baselines fitted on `cache`'s train split (MelCache.sample: at most SAMPLE_CLIPS of it); every
+    run and baseline scored on `splits` (or on every clip of `other`). `runs` is one run (named beetnet) or {name: run} to compare presets."""
     runs = {"beetnet": runs} if isinstance(runs, Run) else dict(runs)
     if not runs:
         raise BeetNetError("evaluate needs at least one trained run: pass a Run or {name: Run} (train one first)")
@@ -154,7 +154,7 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
                                "pass the cache it was trained on (baselines are fitted on its train split)")
     first = next(iter(runs.values()))
     f = cache.features
-    baselines = Baselines.fit(cache.db("train"), first.config.model.latent_dim, (f.db_min, f.db_max))
+    baselines = Baselines.fit(cache.sample("train")[0], first.config.model.latent_dim, (f.db_min, f.db_max))
     report = {"version": REPORT_VERSION, "cache": str(cache.path), "stats": first.stats,
               "latent_dim": first.config.model.latent_dim,
               "runs": {n: {"path": str(r.path), "architecture": r.config.model.preset, "epoch": r.epoch}

@@ -57,6 +57,7 @@ SPLITS = ("train", "val", "test")
 CACHE_VERSION = 2  # 2: content-keyed, with checksums of mels.npy and index.csv
 _CHUNK = 128  # clips per task
 IN_MEMORY_BYTES = 1 << 30  # a mels.npy up to this size is read whole (the full set's is 230 MB); a larger one is mapped
+SAMPLE_CLIPS = 20_000  # what the baselines and priors are fitted on, at most: the full set's train split (15,000) whole
 VERIFIED = ".verified.json"  # what was last checked whole, and the files' identity then
 _READ = 1 << 23  # bytes per read when hashing a file
 
@@ -261,6 +262,16 @@ class MelCache:
 
     def db(self, split: str) -> np.ndarray:
         return self.rows(split).astype(np.float32)
+
+    def sample(self, split: str, most: int | None = None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """A split's clips (dB) and their recordings: all of them, or `most` (default SAMPLE_CLIPS) drawn without
+        replacement (seeded, in cache order), so that fitting a baseline or a prior never reads a cache larger
+        than memory whole."""
+        idx, most = self.indices(split), SAMPLE_CLIPS if most is None else most
+        if len(idx) > most:
+            idx = np.sort(np.random.default_rng(seed).choice(idx, most, replace=False))
+            return self.mels[idx].astype(np.float32), self.recordings[idx]
+        return self.db(split), self.recordings[idx]
 
     def standardise(self, mels: np.ndarray, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:

@@ -211,7 +211,7 @@ class Session:
         cache = self.load_cache()
         if clips is None:
             result = evaluate(runs, cache, splits)
-            train, heldout = recorded(cache, ("train",)), recorded(cache, splits)  # clips beside their recordings
+            train, heldout = cache.sample("train"), recorded(cache, splits)  # clips beside their recordings
             if len(heldout[0]) >= 8 and len(train[0]) >= 16:  # the two-sample test needs 4 clips a side
                 result["realism"] = {name: generation_report(run, *train, *heldout) for name, run in runs.items()}
         else:

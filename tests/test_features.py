@@ -262,3 +262,19 @@ def test_a_cache_over_its_memory_budget_is_mapped_not_read_and_a_skipped_recordi
     for i in (0, len(whole.names) - 1):
         wav, _, _ = load_clip(clips / whole.names[i], whole.features)
         np.testing.assert_allclose(whole.mels[i], mel_db(wav, whole.features).numpy().astype(np.float16), atol=0.07)
+
+
+def test_a_sample_of_a_split_is_seeded_rows_of_it_in_cache_order_with_their_recordings(smoke_cache):
+    idx = smoke_cache.indices("train")
+    whole, whole_recs = smoke_cache.sample("train")  # fewer clips than SAMPLE_CLIPS: all of them
+    assert np.array_equal(whole, smoke_cache.db("train")) and np.array_equal(whole_recs, smoke_cache.recordings[idx])
+    x, recs = smoke_cache.sample("train", most=5, seed=1)
+    assert x.shape == (5, *smoke_cache.mels.shape[1:]) and x.dtype == np.float32
+    # each sampled clip is a distinct train clip, in cache order, beside its own recording
+    rows = [int(np.flatnonzero((smoke_cache.mels == clip.astype(smoke_cache.mels.dtype)).all(axis=(1, 2)))[0])
+            for clip in x]
+    assert rows == sorted(set(rows)) and set(rows) <= set(idx.tolist())
+    assert np.array_equal(recs, smoke_cache.recordings[rows])
+    again, _ = smoke_cache.sample("train", most=5, seed=1)
+    other, _ = smoke_cache.sample("train", most=5, seed=2)
+    assert np.array_equal(x, again) and not np.array_equal(x, other)
