@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,25 +37,27 @@ def _caption(titles: list[str], db_range: tuple[float, float]) -> str:
             f"{db_range[0]:g} dB (dark) to {db_range[1]:g} dB (bright)</small>")
 
 
-class CompareView:
-    """Pick a split, a recording and a clip; see and hear the real clip, its reconstruction and the inversion alone.
+class Refiner:
+    """A compare view's clips of one recording, refined in windows and rendered on one worker thread.
 
-    With `background` (the default), a worker thread keeps ahead of the clip slider: it refines the
-    next WINDOW clips in one batch once the slider comes within WINDOW / 2 clips of their start, and
-    while the slider rests it renders the audio of the refined clips ahead. So a slider move mostly
-    only looks things up and draws. One that lands on a clip not yet refined (a jump, a new recording)
-    is drawn at once from the encoder's code, marked as such, and drawn again by the worker when the
-    clip's window is refined. Without `background`, such a move waits for its window. A refinement
-    that fails is queued again by a later move that needs one of its clips, TRIES times in all (a
-    failure that lasts, out of memory say, then stays on the readout instead of being retried forever).
+    A clip not yet refined is refined with the WINDOW clips nearest it, in one batch. With `background`
+    the worker also keeps ahead of the slider: it refines the next window once the slider comes within
+    WINDOW / 2 clips of its start, and while the slider rests it renders the audio of the refined clips
+    ahead; so a slider move mostly only looks things up and draws. A refinement that fails is queued again
+    by a later move that needs one of its clips, TRIES times in all (a failure that lasts, out of memory
+    say, then stays failed instead of being retried forever). No widgets here: `slider` gives the chosen
+    clips (cache indices, in clip order) and the slider's position among them, `drawn` when the view's last
+    drawing ended (monotonic s; inf while one draws).
     """
 
     WINDOW = 16  # clips refined together: 16 take 1.4 times as long as one (1.1 s against 0.8 s on 2 cores)
     REST = 0.2  # s the slider must rest before the worker renders ahead: a slider on the move renders itself
     TRIES = 3  # times a clip's refinement is queued before its failure is final
 
-    def __init__(self, run: Run, cache: MelCache, n_iter: int = 32, background: bool = True):
+    def __init__(self, run: Run, cache: MelCache, n_iter: int, slider: Callable[[], tuple[np.ndarray, int]],
+                 drawn: Callable[[], float], background: bool = True):
         self.run, self.cache, self.n_iter, self.background = run, cache, n_iter, background
+        self.slider, self.drawn = slider, drawn
         # For the chosen recording, by cache index: reconstruction dB; (oracle, reconstruction) WAV
         # bytes; the refinement that makes (or made) the reconstruction.
         self._recons: dict[int, np.ndarray] = {}
@@ -62,10 +65,120 @@ class CompareView:
         self._queued: dict[int, Future] = {}
         self._tries: dict[int, int] = {}  # times each clip's refinement was queued
         self._windows = 0  # windows queued so far: background rendering gives way when it grows
-        self._at = 0  # the slider's position, for the background thread
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beetnet-refine")
+
+    def reset(self) -> None:
+        """A new recording: forget the old one's clips and cancel its refinements not yet started."""
+        for future in set(self._queued.values()):
+            future.cancel()  # one already running fills the old dicts, now unused
+        self._recons, self._audio, self._queued, self._tries = {}, {}, {}, {}
+
+    def refined(self, i: int) -> np.ndarray | None:
+        """Clip i's reconstruction if its window is refined, else None (never waits)."""
+        return self._recons.get(i)
+
+    def tries(self, i: int) -> int:
+        return self._tries.get(i, 0)
+
+    def _render(self, i: int, recon: np.ndarray) -> tuple[bytes, bytes]:
+        """Clip i's oracle (its own mel) and reconstruction as WAV bytes, inverted in one batch: faster."""
+        both = mel_to_audio(np.stack([self.cache.mels[i].astype(np.float32), recon]), self.cache.features,
+                            self.n_iter)
+        sr = self.cache.features.sample_rate
+        return wav_bytes(both[0], sr), wav_bytes(both[1], sr)
+
+    def audio(self, i: int, recon: np.ndarray) -> tuple[bytes, bytes]:
+        """Clip i's (oracle, reconstruction) WAV bytes: rendered ahead, or now."""
+        if i not in self._audio:
+            self._audio[i] = self._render(i, recon)
+        return self._audio[i]
+
+    def _pending(self, i: int) -> Future | None:
+        """The refinement that makes (or made) clip i; None if there is none to wait for: never queued, or
+        failed with tries left, so that the caller queues it again."""
+        future = self._queued.get(i)
+        failed = future is not None and future.done() and not future.cancelled() and future.exception() is not None
+        return None if failed and self.tries(i) < self.TRIES else future
+
+    def _queue(self, k: int, after: threading.Event | None = None) -> Future:
+        """On the worker thread: refine the WINDOW clips nearest the k-th (it, those ahead, then those
+        behind) not yet queued (or failed, with tries left), once `after` is set (the drawing that asked for
+        it is done); then render the audio of refined clips ahead of the slider, nearest first, until a newer
+        window is queued. Returns the refinement, which stores its own results."""
+        sel, _ = self.slider()
+        ordered = np.concatenate([sel[k:], sel[:k][::-1]])
+        window = [int(j) for j in ordered if self._pending(int(j)) is None][:self.WINDOW]
+        for j in window:
+            self._tries[j] = self.tries(j) + 1
+        recons, audio = self._recons, self._audio
+        self._windows += 1
+        this = self._windows
+
+        def refine() -> None:
+            if after is not None:
+                after.wait()
+            recons.update(zip(window, self.run.reconstruct(self.cache.mels[window].astype(np.float32)).numpy()))
+
+        def render_ahead() -> None:
+            while this == self._windows:
+                if time.monotonic() < self.drawn() + self.REST:  # a slider on the move: keep the cores free
+                    time.sleep(0.02)
+                    continue
+                _, at = self.slider()
+                todo = [int(j) for j in sel[at + 1:] if j in recons and j not in audio]
+                if not todo:
+                    return
+                audio[todo[0]] = self._render(todo[0], recons[todo[0]])
+
+        future = self._executor.submit(refine)
+        self._queued.update(dict.fromkeys(window, future))
+        if self.background:
+            self._executor.submit(render_ahead)
+        return future
+
+    def refinement(self, i: int, after: threading.Event | None = None) -> Future:
+        """The refinement that makes (or made) clip i of the chosen clips: the one queued, or its window
+        queued now, to start once `after` is set."""
+        sel, _ = self.slider()
+        return self._pending(i) or self._queue(int(np.flatnonzero(sel == i)[0]), after)
+
+    def reconstruction(self, i: int) -> np.ndarray:
+        """Clip i's reconstruction: ready if its window was refined ahead; otherwise wait for that window
+        (queued now, or already on the worker thread)."""
+        if i not in self._recons:
+            self.refinement(i).result()  # re-raises the refinement's error, if any
+        return self._recons[i]
+
+    def refine_ahead(self) -> None:
+        """Queue the next window once any of the WINDOW / 2 clips after the current one is not queued: the
+        worker has 8 moves to refine it (1.1-1.6 s), and renders the audio ahead first."""
+        sel, k = self.slider()
+        ahead = sel[k + 1:k + 1 + self.WINDOW // 2]
+        missing = [n for n, j in enumerate(ahead, start=k + 1) if self._pending(int(j)) is None]
+        if missing:
+            self._queue(missing[0])
+
+    def wait_for_refinement(self) -> None:
+        """Block until the work queued so far is done (a person's pace, for tests)."""
+        self._executor.submit(lambda: None).result()
+
+
+class CompareView:
+    """Pick a split, a recording and a clip; see and hear the real clip, its reconstruction and the inversion alone.
+
+    The slow part, refining codes, is the `refiner`'s. With `background` (the default) it keeps ahead of the
+    clip slider on its worker thread; a move that lands on a clip not yet refined (a jump, a new recording)
+    is drawn at once from the encoder's code, marked as such, and drawn again from the worker when the
+    clip's window is refined. Without `background`, such a move waits for its window. A refinement that
+    failed for good stays on the readout.
+    """
+
+    def __init__(self, run: Run, cache: MelCache, n_iter: int = 32, background: bool = True):
+        self.run, self.cache, self.background = run, cache, background
         self._drawn = 0.0  # when the last update finished drawing (monotonic s; inf while one draws)
         self._lock = threading.RLock()  # one drawing at a time: a slider update or the worker's redraw
-        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="beetnet-refine")
+        self.refiner = Refiner(run, cache, n_iter, lambda: (self.selection(), self.clip.value),
+                               lambda: self._drawn, background)
         self.features = cache.features
         self.clips_dir = Path(cache.meta["clips_dir"])
         self.split = W.Dropdown(options=["test", "val", "train"], value="test", description="split")
@@ -85,6 +198,15 @@ class CompareView:
         self.clip.observe(lambda _: self.show(), names="value")
         self._recordings()
 
+    @property
+    def n_iter(self) -> int:
+        """Griffin-Lim iterations of the sounds: the refiner's, so that setting it here reaches the worker."""
+        return self.refiner.n_iter
+
+    @n_iter.setter
+    def n_iter(self, n_iter: int) -> None:
+        self.refiner.n_iter = n_iter
+
     def _recordings(self) -> None:
         recs, before = sorted(set(self.cache.recordings[self.cache.indices(self.split.value)])), self.recording.value
         self.recording.options = recs
@@ -94,9 +216,7 @@ class CompareView:
             self._clips()
 
     def _clips(self) -> None:
-        for future in set(self._queued.values()):
-            future.cancel()  # those not started; one already running fills the old dicts, now unused
-        self._recons, self._audio, self._queued, self._tries = {}, {}, {}, {}
+        self.refiner.reset()
         with self.clip.hold_trait_notifications():
             self.clip.max = max(len(self.selection()) - 1, 0)
             self.clip.value = min(self.clip.value, self.clip.max)
@@ -110,86 +230,26 @@ class CompareView:
     def current(self) -> int:
         return int(self.selection()[self.clip.value])
 
-    def _render(self, i: int, recon: np.ndarray) -> tuple[bytes, bytes]:
-        """Clip i's oracle (its own mel) and reconstruction as WAV bytes, inverted in one batch: faster."""
-        both = mel_to_audio(np.stack([self.cache.mels[i].astype(np.float32), recon]), self.features, self.n_iter)
-        return wav_bytes(both[0], self.features.sample_rate), wav_bytes(both[1], self.features.sample_rate)
-
-    def _pending(self, i: int) -> Future | None:
-        """The refinement that makes (or made) clip i; None if there is none to wait for: never queued, or
-        failed with tries left, so that the caller queues it again."""
-        future = self._queued.get(i)
-        failed = future is not None and future.done() and not future.cancelled() and future.exception() is not None
-        return None if failed and self._tries.get(i, 0) < self.TRIES else future
-
-    def _queue(self, k: int, after: threading.Event | None = None) -> Future:
-        """On the worker thread: refine the WINDOW clips nearest the k-th (it, those ahead, then those
-        behind) not yet queued (or failed, with tries left), once `after` is set (the drawing that asked for
-        it is done); then render the audio of refined clips ahead of the slider, nearest first, until a newer
-        window is queued. Returns the refinement, which stores its own results."""
-        sel = self.selection()
-        ordered = np.concatenate([sel[k:], sel[:k][::-1]])
-        window = [int(j) for j in ordered if self._pending(int(j)) is None][:self.WINDOW]
-        for j in window:
-            self._tries[j] = self._tries.get(j, 0) + 1
-        recons, audio = self._recons, self._audio
-        self._windows += 1
-        this = self._windows
-
-        def refine() -> None:
-            if after is not None:
-                after.wait()
-            recons.update(zip(window, self.run.reconstruct(self.cache.mels[window].astype(np.float32)).numpy()))
-
-        def render_ahead() -> None:
-            while this == self._windows:
-                if time.monotonic() < self._drawn + self.REST:  # a slider on the move: keep the cores free
-                    time.sleep(0.02)
-                    continue
-                todo = [int(j) for j in sel[self._at + 1:] if j in recons and j not in audio]
-                if not todo:
-                    return
-                audio[todo[0]] = self._render(todo[0], recons[todo[0]])
-
-        future = self._worker.submit(refine)
-        self._queued.update(dict.fromkeys(window, future))
-        if self.background:
-            self._worker.submit(render_ahead)
-        return future
-
     def reconstruction(self, i: int) -> np.ndarray:
-        """Clip i's reconstruction: ready if its window was refined ahead; otherwise the slider waits
-        for that window (queued now, or already on the background thread)."""
-        if i not in self._recons:
-            k = int(np.flatnonzero(self.selection() == i)[0])  # the slider only reaches the chosen recording
-            (self._pending(i) or self._queue(k)).result()  # re-raises the refinement's error, if any
-        return self._recons[i]
+        """Clip i's reconstruction, waiting for its window if it is not refined yet."""
+        return self.refiner.reconstruction(i)
 
     def wait_for_refinement(self) -> None:
         """Block until the background work queued so far is done (a person's pace, for tests)."""
-        self._worker.submit(lambda: None).result()
-
-    def _refine_ahead(self) -> None:
-        """Queue the next window once any of the WINDOW / 2 clips after the current one is not queued: the
-        worker has 8 moves to refine it (1.1-1.6 s), and renders the audio ahead first."""
-        sel, k = self.selection(), self.clip.value
-        ahead = sel[k + 1:k + 1 + self.WINDOW // 2]
-        missing = [n for n, j in enumerate(ahead, start=k + 1) if self._pending(int(j)) is None]
-        if missing:
-            self._queue(missing[0])
+        self.refiner.wait_for_refinement()
 
     def show(self) -> dict:
         """Draw the chosen clip; returns what was shown (name, L1, refined or not) for callers and tests."""
         if not len(self.selection()):
             return {}
         with self._lock:
-            self._at, i = self.clip.value, self.current()
-            refining = self.run.config.model.refine_steps > 0 and i not in self._recons
+            i = self.current()
+            refining = self.run.config.model.refine_steps > 0 and self.refiner.refined(i) is None
             if not (self.background and refining):
                 shown = self._drawing(i, self.reconstruction(i))  # may wait for its window
             else:  # at once from the encoder's code; the worker draws it again when its window is refined
                 drawn = threading.Event()
-                future = self._pending(i) or self._queue(self.clip.value, after=drawn)
+                future = self.refiner.refinement(i, after=drawn)
                 try:
                     plain = self.run.reconstruct(self.cache.mels[i].astype(np.float32), refine=False).numpy()
                     shown = self._drawing(i, plain, refined=False)
@@ -197,7 +257,7 @@ class CompareView:
                     drawn.set()  # now the refinement may take the cores
                 future.add_done_callback(lambda f: self._redraw(i, f))  # at once, here, if it is already done
             if self.background:
-                self._refine_ahead()
+                self.refiner.refine_ahead()
             return shown
 
     def _redraw(self, i: int, refinement: Future) -> None:
@@ -210,12 +270,12 @@ class CompareView:
                 return
             if refinement.exception() is not None:
                 exc, name = refinement.exception(), self.cache.names[i]
-                tried = self._tries.get(i, 0)
-                then = "a later move tries again" if tried < self.TRIES else f"gave up after {tried} tries"
+                tried = self.refiner.tries(i)
+                then = "a later move tries again" if tried < self.refiner.TRIES else f"gave up after {tried} tries"
                 self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-refined='0'>refining "
                                       f"clip <b>{name}</b> failed: {type(exc).__name__}: {exc}; {then}</span>")
-            elif i in self._recons:
-                self._drawing(i, self._recons[i])
+            elif (recon := self.refiner.refined(i)) is not None:
+                self._drawing(i, recon)
         finally:
             self._lock.release()
 
@@ -242,9 +302,7 @@ class CompareView:
             self.oracle_audio.value, self.recon_audio.value = wav_bytes(mel_to_audio(original, self.features,
                                                                                      self.n_iter), sr), b""
         else:
-            if i not in self._audio:
-                self._audio[i] = self._render(i, recon)
-            self.oracle_audio.value, self.recon_audio.value = self._audio[i]
+            self.oracle_audio.value, self.recon_audio.value = self.refiner.audio(i, recon)
         return {"name": name, "index": i, "l1_std": m["l1_std"], "l1_db": m["l1_db"], "refined": refined}
 
 

@@ -109,7 +109,7 @@ def drive_the_views(compare, walk, run, cache) -> dict:
             raise RuntimeError("CUDA out of memory")
         return reconstruct(x, refine)
 
-    facts = {"ipywidgets": ipywidgets.__version__, "background": compare.background, "tries": compare.TRIES}
+    facts = {"ipywidgets": ipywidgets.__version__, "background": compare.background, "tries": compare.refiner.TRIES}
     compare.n_iter = 4  # Griffin-Lim iterations of the sound rendered ahead: its quality is not what is driven here
     compare.wait_for_refinement()  # the worker idle, as after a person's pause
     drawn_on = threads_setting(compare.image)

@@ -18,7 +18,7 @@ from beetnet_utils.evaluate import PCA, Baselines, evaluate, markdown_table, met
 from beetnet_utils.generate import LatentGaussian, interpolate, slerp
 from beetnet_utils.run import load_run
 from beetnet_utils.train import train
-from beetnet_utils.widgets import CompareView, InterpolateView
+from beetnet_utils.widgets import CompareView, InterpolateView, Refiner
 
 ROOT = Path(__file__).parents[1]
 
@@ -194,14 +194,14 @@ def test_compare_widget_refines_a_window_of_clips_at_once_and_each_as_alone(run,
     view = CompareView(run, mid_cache, background=False)  # a miss refines its window while the slider waits
     view.split.value = "train"  # the longest recordings: more clips than one window
     sel = view.selection()
-    assert len(sel) > CompareView.WINDOW
+    assert len(sel) > Refiner.WINDOW
     batches = []
     encode = run.encode
     monkeypatch.setattr(run, "encode", lambda x, *a, **k: batches.append(len(x)) or encode(x, *a, **k))
     for k in range(len(sel)):  # a person stepping through the recording, clip by clip
         view.clip.value = k
-    assert sum(batches) == len(sel) - CompareView.WINDOW  # each clip refined once
-    assert batches == [min(CompareView.WINDOW, len(sel) - k) for k in range(CompareView.WINDOW, len(sel), CompareView.WINDOW)]
+    assert sum(batches) == len(sel) - Refiner.WINDOW  # each clip refined once
+    assert batches == [min(Refiner.WINDOW, len(sel) - k) for k in range(Refiner.WINDOW, len(sel), Refiner.WINDOW)]
     for j in sel[:: max(1, len(sel) // 5)]:
         x = mid_cache.mels[j].astype(np.float32)
         np.testing.assert_allclose(view.reconstruction(int(j)), run.reconstruct(x).numpy(), atol=1e-3)
@@ -220,22 +220,23 @@ def test_compare_widget_refines_the_next_window_before_the_slider_gets_there(ref
     batches = []
     encode = run.encode
     monkeypatch.setattr(run, "encode", lambda x, *a, **k: batches.append(len(x)) or encode(x, *a, **k))
-    monkeypatch.setattr(CompareView, "WINDOW", 4)  # several windows in the demo set's 17-clip recording
+    monkeypatch.setattr(Refiner, "WINDOW", 4)  # several windows in the demo set's 17-clip recording
     view = CompareView(run, mid_cache)
     view.split.value = "train"  # refines the recording's first window
     view.wait_for_refinement()
     batches.clear()
     sel = view.selection()
-    assert len(sel) > 2 * CompareView.WINDOW
+    assert len(sel) > 2 * Refiner.WINDOW
     ready = []
     for k in range(1, len(sel)):
         view.wait_for_refinement()  # a person's pace: the background work is done before the next move
-        ready.append((int(sel[k]) in view._recons, int(sel[k]) in view._audio))  # before the slider lands on it
+        j = int(sel[k])
+        ready.append((j in view.refiner._recons, j in view.refiner._audio))  # before the slider lands on it
         view.clip.value = k
     assert ready == [(True, True)] * (len(sel) - 1)
     view.wait_for_refinement()
-    assert sum(batches) == len(sel) - CompareView.WINDOW  # each clip once: no window refined twice
-    assert set(view._recons) == set(map(int, sel))
+    assert sum(batches) == len(sel) - Refiner.WINDOW  # each clip once: no window refined twice
+    assert set(view.refiner._recons) == set(map(int, sel))
     last = int(sel[-1])  # its sound was rendered in the background; it is what a render here gives
     heard = mel_to_audio(np.stack([mid_cache.mels[last].astype(np.float32), view.reconstruction(last)]), view.features)
     assert view.recon_audio.value == wav_bytes(heard[1], view.features.sample_rate)
@@ -251,7 +252,7 @@ def test_compare_widget_draws_an_unrefined_clip_at_once_then_again_refined(refin
     sel = view.selection()
     assert "data-refined='1'" in view.readout.value  # the first clip, drawn again once refined
     far = int(sel[-1])
-    assert len(sel) > CompareView.WINDOW and far not in view._recons  # beyond the first window
+    assert len(sel) > Refiner.WINDOW and far not in view.refiner._recons  # beyond the first window
     view.clip.value = len(sel) - 1  # a jump: drawn from the encoder's code, its window queued
     x = mid_cache.mels[far].astype(np.float32)
     plain = metrics(refining.reconstruct(x, refine=False).numpy(), x, refining.stats["std"])["l1_std"]
