@@ -6,6 +6,7 @@ import io
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -111,6 +112,21 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
     assert two["splits"]["test"]["models"]["b"] == test["models"]["beetnet"]
     save_report(report, tmp_path / "r.json")
     assert json.loads((tmp_path / "r.json").read_text()) == json.loads(json.dumps(report))
+
+
+def test_baselines_of_a_train_split_larger_than_the_sample_are_fitted_on_the_sample(run, mid_cache, monkeypatch):
+    from beetnet_utils import features
+
+    k = run.config.model.latent_dim
+    most = len(mid_cache.indices("train")) - 8  # a split "larger than memory": the baselines see a sample of it
+    monkeypatch.setattr(features, "SAMPLE_CLIPS", most)
+    test = evaluate(run, mid_cache, splits=("test",))["splits"]["test"]["models"]
+    x = mid_cache.db("test")
+    for fitted_on, expected in ((mid_cache.sample("train", most)[0], True), (mid_cache.db("train"), False)):
+        b = Baselines.fit(fitted_on, k, (-40, 60)).predict(x)
+        same = [test[m]["l1_std"] == pytest.approx(metrics(b[m], x, run.stats["std"])["l1_std"], rel=1e-6)
+                for m in ("global_mean", f"pca_{k}")]
+        assert all(same) if expected else not any(same)
 
 
 def test_evaluate_cli_on_another_folder_of_clips(tmp_path, run, mid_cache, smoke_clips):
@@ -419,3 +435,17 @@ def test_priors_kde_samples_are_train_codes_plus_noise_of_its_bandwidth_in_each_
         assert within_sampling_error(noise.mean(0), 0.0, t * prior.bandwidth, n)
     cold = prior.sample(50, seed=2, temperature=0.0)
     assert all((np.abs(points - row).sum(1) == 0).any() for row in cold)  # exactly train codes
+
+
+def test_a_window_queued_for_a_drawing_waits_until_that_drawing_is_done(run, mid_cache):
+    # the refinement a slider move queues must leave the cores to the move's own drawing until it is done
+    sel = mid_cache.indices("test")[:4]
+    refiner = Refiner(run, mid_cache, 4, slider=lambda: (sel, 0), drawn=lambda: 0.0, background=False)
+    drawing_done = threading.Event()
+    refinement = refiner.refinement(int(sel[0]), after=drawing_done)
+    with pytest.raises(TimeoutError):
+        refinement.result(timeout=2.0)
+    assert refiner.refined(int(sel[0])) is None
+    drawing_done.set()
+    refinement.result(timeout=120)
+    assert all(refiner.refined(int(i)) is not None for i in sel)
