@@ -13,7 +13,7 @@ COLAB_VENV := .venv-colab
 COLAB_STAMP := $(COLAB_VENV)/.installed
 PYTHON_COLAB ?= python3.13
 
-.PHONY: setup colab-venv browser test nbmake demo clean
+.PHONY: setup colab-venv browser test nbmake demo gpu-check clean
 
 setup: $(STAMP)
 
@@ -57,6 +57,11 @@ nbmake: setup
 
 demo: setup
 	$(PY) -m beetnet_utils demo --profile demo --out $(DEMO_DIR)
+
+# On a CUDA machine: both presets with AMP, a kill and a resume, bench_train's CUDA row, two GPUs when there
+# are two; one table, under 8 minutes (benchmarks/gpu_check.py).
+gpu-check: setup
+	$(PY) benchmarks/gpu_check.py
 
 clean:
 	rm -rf runs beetnet_data
