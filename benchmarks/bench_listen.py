@@ -113,7 +113,7 @@ def slider_updates(run_dir: Path, cache_dir: Path, moves: int = 40, pace: float 
     compare.recording.value = longest[1]
     out[f"compare: clip slider, {len(steps)} steps right, no pause"] = timed(compare.clip, steps, pause=0)
     far = [k for k in (compare.clip.max // 2, compare.clip.max * 3 // 4, compare.clip.max)
-           if k > steps[-1] + 2 * compare.WINDOW]
+           if k > steps[-1] + 2 * compare.refiner.WINDOW]
     if far:
         out["compare: clip slider, a jump far ahead (refines its window)"] = \
             timed(compare.clip, far, until_refined=True)
