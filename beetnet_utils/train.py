@@ -177,14 +177,14 @@ class Streamed:
     operations on the same numbers, so the same bits). Memory holds a few batches, not the split."""
 
     def __init__(self, cache: MelCache, split: str, device: torch.device, dtype: torch.dtype):
-        self.cache, self.mels, self.device, self.dtype = cache, cache.rows(split), device, dtype
-        self.shape = tuple(self.mels.shape)
+        self.cache, self.index, self.device, self.dtype = cache, cache.indices(split), device, dtype
+        self.shape = (len(self.index), *cache.mels.shape[1:])
 
     def __len__(self) -> int:
-        return len(self.mels)
+        return len(self.index)
 
     def _load(self, rows: np.ndarray | slice) -> torch.Tensor:
-        return self.cache.standardise(self.mels[rows], self.device, self.dtype)
+        return self.cache.standardise(self.cache.read(self.index[rows]), self.device, self.dtype)
 
     def batches(self, order: torch.Tensor) -> Iterator[torch.Tensor]:
         return prefetch(self._load, (idx.numpy() for idx in order))

@@ -278,3 +278,14 @@ def test_a_sample_of_a_split_is_seeded_rows_of_it_in_cache_order_with_their_reco
     again, _ = smoke_cache.sample("train", most=5, seed=1)
     other, _ = smoke_cache.sample("train", most=5, seed=2)
     assert np.array_equal(x, again) and not np.array_equal(x, other)
+
+
+def test_rows_read_from_a_mapped_cache_are_its_rows_in_the_order_asked(smoke_cache):
+    mapped = load_cache(smoke_cache.path, in_memory=0)
+    assert isinstance(mapped.mels, np.memmap)
+    n = len(mapped.names)
+    order = np.random.default_rng(0).permutation(n)[:20]
+    for idx in (order, np.arange(3, n - 2), np.r_[7, 8, 9, 2, 3, n - 1, 0], np.array([], dtype=np.int64)):
+        got = mapped.read(idx)
+        assert got.dtype == np.float16 and got.shape == (len(idx), *smoke_cache.mels.shape[1:])
+        assert np.array_equal(got, smoke_cache.mels[idx])
