@@ -297,9 +297,17 @@ class MelCache:
     def standardise(self, mels: np.ndarray, device: str | torch.device = "cpu",
                     dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Rows of `mels` as a standardised tensor, computed in place on the target device: the same operations
-        whether they are a whole split or one batch, so the same bits."""
+        whether they are a whole split or one batch, so the same bits. On the CPU, clip by clip: each operation
+        then stays under torch's grain for going parallel, so the streaming thread never starts a team of
+        OpenMP threads beside the training loop's (two teams on 2 cores spin against each other: streamed
+        training ran at 0.7x the speed of resident training)."""
         x = torch.from_numpy(mels if mels.flags.writeable else np.array(mels))  # a mapped file is read-only
-        return x.to(device=device, dtype=torch.float32, copy=True).sub_(self.mean).div_(self.std).to(dtype)
+        if torch.device(device).type != "cpu":
+            return x.to(device=device, dtype=torch.float32, copy=True).sub_(self.mean).div_(self.std).to(dtype)
+        out = torch.empty(x.shape, dtype=torch.float32)
+        for clip, row in zip(out, x):
+            clip.copy_(row).sub_(self.mean).div_(self.std)
+        return out.to(dtype)
 
     def standardised(self, split: str, device: str | torch.device = "cpu",
                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
