@@ -105,7 +105,8 @@ def test_attack_two_trainings_on_one_run_folder_the_second_is_refused_naming_the
     run = tmp_path / "run"
     first = subprocess.Popen([sys.executable, "-m", "beetnet_utils", "train", "--cache", str(smoke_cache.path),
                               "--run", str(run), "--profile", "smoke", "--epochs", "500", "--preset", "original"],
-                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # see the Ctrl-C test
     try:
         deadline = time.time() + 120
         while not (run / "last.pt").exists() and time.time() < deadline:
