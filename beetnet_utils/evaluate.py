@@ -143,8 +143,9 @@ def score(preds: dict[str, np.ndarray], x_db: np.ndarray, recordings: np.ndarray
 
 def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...] = ("val", "test"),
              other: MelCache | None = None) -> dict:
-    """The report: baselines fitted on `cache`'s train split (MelCache.sample: at most SAMPLE_CLIPS of it); every
-    run and baseline scored on `splits` (or on every clip of `other`). `runs` is one run (named beetnet) or {name: run} to compare presets."""
+    """The report: baselines fitted on `cache`'s train split (MelCache.sample: at most SAMPLE_CLIPS of it);
+    every run and baseline scored on `splits` (or on every clip of `other`). `runs` is one run (named
+    beetnet) or {name: run} to compare presets."""
     runs = {"beetnet": runs} if isinstance(runs, Run) else dict(runs)
     if not runs:
         raise BeetNetError("evaluate needs at least one trained run: pass a Run or {name: Run} (train one first)")
