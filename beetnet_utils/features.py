@@ -153,8 +153,13 @@ def _featurise_all(clips: list[Path], features: FeatureConfig, workers: int):
     """Yield (start, chunk result) in order: forked worker processes for big sets, else in-process."""
     chunks = (clips[i:i + _CHUNK] for i in range(0, len(clips), _CHUNK))
     if workers <= 1 or math.ceil(len(clips) / _CHUNK) < 4:
-        for i, chunk in enumerate(chunks):
-            yield i * _CHUNK, _featurise(chunk, features)
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # as a worker computes: a mel's bits depend on the threads that compute it
+        try:
+            for i, chunk in enumerate(chunks):
+                yield i * _CHUNK, _featurise(chunk, features)
+        finally:
+            torch.set_num_threads(threads)
         return
     # fork starts workers in milliseconds (spawn would re-import torch in each), as DataLoader does on Linux
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
