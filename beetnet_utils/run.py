@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import pickle
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from .model import build_model, fit_codes
 from .runtime import pick_device
 from .storage import BeetNetError, atomic_write, check_array, claim_dir
 
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: plain data only (tensors, numbers, strings, lists, dicts), read with weights_only
 CHECKPOINTS = ("last", "best")
 # Settings that may change between a run and its resumption; anything else must match.
 RESUMABLE_CHANGES = {"train.epochs", "train.minutes", "train.amp", "profile"}
@@ -46,8 +47,30 @@ class ForeignCheckpoint(BeetNetError):
     """A checkpoint that reads, but not as this version's: never skipped, never overwritten."""
 
 
+PLAIN = (torch.Tensor, str, int, float, bool, type(None))
+
+
+def plain(obj: Any) -> bool:
+    """Whether `obj` is tensors, numbers, strings, lists (tuples) and dicts only, all the way down."""
+    if isinstance(obj, dict):
+        return all(isinstance(k, (str, int)) and plain(v) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return all(plain(v) for v in obj)
+    return isinstance(obj, PLAIN)
+
+
 def _read(path: Path) -> dict:
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    """A checkpoint is data, never code: torch's safe unpickler refuses anything but plain data before it
+    is built, so a shared file whose pickle names a function (os.system, say) is refused and never runs."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ForeignCheckpoint(f"{path} holds objects other than tensors, numbers, strings, lists and dicts, "
+                                "which BeetNet never loads (a file from elsewhere is data, never code): delete it, "
+                                "or train into a new --run folder") from None
+    if not plain(ckpt):
+        raise ForeignCheckpoint(f"{path} holds objects other than tensors, numbers, strings, lists and dicts: "
+                                "delete it, or train into a new --run folder")
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise ForeignCheckpoint(f"{path} is not a BeetNet checkpoint: move it away, or train into a new --run folder")
     missing = [k for k in REQUIRED if k not in ckpt]
