@@ -87,6 +87,10 @@ def mel_to_audio(mel_db: np.ndarray | torch.Tensor, features: FeatureConfig, n_i
     """
     if quality not in QUALITY:
         raise ValueError(f"quality must be one of {', '.join(QUALITY)}, not {quality!r}")
+    if not isinstance(features, FeatureConfig):
+        raise ValueError(f"mel_to_audio needs the feature settings (config.features), not {type(features).__name__}")
+    if n_iter is not None and not (isinstance(n_iter, int) and n_iter >= 1):
+        raise ValueError(f"n_iter must be a whole number of Griffin-Lim iterations, at least 1 (not {n_iter!r})")
     check_array(mel_db, "mel_to_audio", f"dB spectrogram(s) of shape (…, {features.n_mels}, frames)",
                  trailing=(features.n_mels, None))
     mel_iters, gl_iters = QUALITY[quality]

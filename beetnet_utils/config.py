@@ -18,6 +18,41 @@ AMP_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
 
 
+def _fits(value: Any, kind: str) -> bool:
+    """Whether `value` is of the field type `kind` (as written in the annotation) and finite where a number."""
+    if "|" in kind:
+        return any(_fits(value, k.strip()) for k in kind.split("|"))
+    if kind == "None":
+        return value is None
+    if kind.startswith("tuple["):
+        inner = [k.strip() for k in kind[6:-1].split(",")]
+        if not isinstance(value, tuple):
+            return False
+        kinds = inner[:1] * len(value) if inner[-1] == "..." else inner
+        return len(kinds) == len(value) and all(_fits(v, k) for v, k in zip(value, kinds))
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, {"bool": bool, "str": str}[kind])
+
+
+def check_fields(section: Any) -> None:
+    """Refuse, naming the setting, a value of the wrong type or not finite: epochs 1.5, lr "0.001", grad_clip
+    NaN. (A settings file is JSON, written by hand or by another tool: nothing checks it before here.)"""
+    for f in dataclasses.fields(section):
+        value = getattr(section, f.name)
+        if not _fits(value, str(f.type)):
+            raise ValueError(f"setting {f.name} must be {f.type.replace('|', 'or')} (finite where a number), "
+                             f"not {value!r}")
+
+
+def check_positive(section: Any, *names: str) -> None:
+    bad = [f"{n} must be above 0 (got {getattr(section, n)!r})" for n in names if not getattr(section, n) > 0]
+    if bad:
+        raise ValueError(f"setting {'; '.join(bad)}")
+
+
 @dataclass(frozen=True)
 class FeatureConfig:
     """Audio -> mel dB, exactly as the original notebook computed it."""
@@ -31,7 +66,15 @@ class FeatureConfig:
     db_min: float = -40.0
     db_max: float = 60.0
     silence_threshold: float = 1e-3  # mean |wav| after peak normalisation
+    min_peak: float = 1e-3  # ours: a clip whose peak is below this (-60 dBFS) is near-silence (dither, hiss)
     min_clip_fraction: float = 0.5  # shorter clips are skipped, longer-but-short ones zero-padded
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_positive(self, "sample_rate", "clip_seconds", "n_fft", "hop_length", "n_mels", "power",
+                       "silence_threshold", "min_peak", "min_clip_fraction")
+        if not self.db_min < self.db_max:
+            raise ValueError(f"db_min must be below db_max (got {self.db_min} and {self.db_max})")
 
     @property
     def clip_samples(self) -> int:
@@ -64,6 +107,12 @@ class DataConfig:
     test_fraction: float = 0.1
     split_seed: int = 0
 
+    def __post_init__(self) -> None:
+        check_fields(self)
+        if not (0 <= self.val_fraction < 1 and 0 <= self.test_fraction < 1 and self.demo_recordings >= 1):
+            raise ValueError(f"val_fraction and test_fraction must be in [0, 1) and demo_recordings at least 1 "
+                             f"(got {self.val_fraction}, {self.test_fraction}, {self.demo_recordings})")
+
 
 @dataclass(frozen=True)
 class ModelConfig:
@@ -88,6 +137,13 @@ class ModelConfig:
     envelope_dims: int = 0  # best, local: latent directions that start at the clip's smooth spectral envelope (local: at a latent of 256; smaller ones scale, model.LocalLayout)
     local_channels: int = 0  # local: numbers per step along time at a latent of 256 (the rest / this = steps); a smaller latent keeps the steps, with fewer numbers each
     local_kernel: int = 24  # local: frames each step's pattern reaches
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_positive(self, "proj_dim", "latent_dim", "dec_hidden", "enc_layers", "dec_layers", "local_kernel")
+        if not (0 <= self.dropout < 1 and self.refine_steps >= 0 and self.refine_lr > 0):
+            raise ValueError(f"dropout must be in [0, 1), refine_steps at least 0 and refine_lr above 0 "
+                             f"(got {self.dropout}, {self.refine_steps}, {self.refine_lr})")
 
 
 @dataclass(frozen=True)
@@ -115,6 +171,8 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         """Refuse settings that would train nothing or forever, with a message that names the option."""
+        check_fields(self)
+        check_positive(self, "grad_clip", "linear_lr_scale")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch size and epochs must be at least 1 (got {self.batch_size} and {self.epochs})")
         for name in ("minutes", "budget_minutes"):
@@ -146,7 +204,11 @@ class Config:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
+        if not isinstance(d, dict):
+            raise ValueError(f"settings must be a JSON object of sections, not {type(d).__name__}")
         def make(kind, values: dict):  # JSON has lists where the dataclasses have tuples
+            if not isinstance(values, dict):
+                raise ValueError(f"settings for {kind.__name__} must be a JSON object, not {values!r}")
             unknown = sorted(set(values) - {f.name for f in dataclasses.fields(kind)})
             if unknown:
                 raise ValueError(f"unknown settings {', '.join(unknown)} (from a newer version?)")

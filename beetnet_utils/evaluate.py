@@ -56,7 +56,7 @@ from .features import MelCache, build_cache
 from .model import fit_codes
 from .pca import PCA
 from .run import Run
-from .storage import BeetNetError, atomic_write, open_regular
+from .storage import BeetNetError, atomic_write, check_not_inside, open_regular
 
 REPORT_VERSION = 4  # 4: runs[name] holds the model's `architecture` (was `preset`, which named it wrongly)
 
@@ -213,6 +213,7 @@ def save_report(report: dict, path: Path) -> Path:
 def evaluate_clips(runs: Run | dict[str, Run], cache: MelCache, clips: Path, eval_cache: Path) -> dict:
     """Every clip of another folder (never seen), cached at `eval_cache` with the runs' own features;
     the baselines stay fitted on `cache`'s train split and the scores use the runs' statistics."""
-    first = runs if isinstance(runs, Run) else next(iter(runs.values()))
-    other = build_cache(clips, eval_cache, cache.features, first.config.data, split=False)
+    every = [runs] if isinstance(runs, Run) else list(runs.values())
+    check_not_inside(eval_cache, cache.path, clips, *(run.path for run in every))  # a name derived from an input
+    other = build_cache(clips, eval_cache, cache.features, every[0].config.data, split=False)
     return evaluate(runs, cache, other=other)

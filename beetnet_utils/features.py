@@ -52,10 +52,10 @@ from .config import DataConfig, FeatureConfig, stable_hash
 from .data import (BAD_NAME, MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason,
                    valid_name)
 from .storage import (BeetNetError, file_digest, atomic_dir, atomic_write, check_not_inside, claim_output, content_hash,
-                      recover, writer_lock)
+                      reader_lock, recover, writer_lock)
 
 SPLITS = ("train", "val", "test")
-CACHE_VERSION = 2  # 2: content-keyed, with checksums of mels.npy and index.csv
+CACHE_VERSION = 3  # 2: content-keyed, with checksums of mels.npy and index.csv; 3: and of meta.json itself
 _CHUNK = 128  # clips per task
 IN_MEMORY_BYTES = 1 << 30  # a mels.npy up to this size is read whole (the full set's is 230 MB); a larger one is mapped
 SAMPLE_CLIPS = 20_000  # what the baselines and priors are fitted on, at most: the full set's train split (15,000) whole
@@ -113,6 +113,8 @@ def load_clip(path: Path, features: FeatureConfig) -> tuple[torch.Tensor | None,
     peak = wav.abs().max()
     if peak == 0:
         return None, "silent", fixes
+    if peak < features.min_peak:  # peak normalisation would blow dither up into full-scale noise
+        return None, f"near-silent (peak below {20 * math.log10(features.min_peak):.0f} dBFS)", fixes
     wav = wav / peak
     if reason := silence_reason(wav.numpy(), features.silence_threshold):
         return None, reason, fixes
@@ -198,15 +200,40 @@ def preview(clips_dir: Path, features: FeatureConfig, n: int = 4) -> tuple[list[
 
 # --- split and statistics --------------------------------------------------------------------
 
-def split_recordings(recordings: list[str], data: DataConfig) -> dict[str, str]:
-    """Deterministic recording -> split; at least one recording each in val and test."""
-    recs = sorted(set(recordings))
-    if len(recs) < 3:
-        raise BeetNetError(f"only {len(recs)} recording(s): a split by recording needs at least 3; add recordings")
-    order = [recs[i] for i in np.random.default_rng(data.split_seed).permutation(len(recs))]
-    n_test = max(1, round(data.test_fraction * len(recs)))
-    n_val = max(1, round(data.val_fraction * len(recs)))
-    return {r: ("test" if i < n_test else "val" if i < n_test + n_val else "train") for i, r in enumerate(order)}
+def split_recordings(recordings: list[str], data: DataConfig, same: dict[str, str] | None = None) -> dict[str, str]:
+    """Deterministic recording -> split; at least one recording each in val and test. Recordings that `same`
+    maps to one name (they share clips) are split as one, so no clip is both trained and tested on."""
+    same = same or {}
+    groups = sorted({same.get(r, r) for r in recordings})
+    if len(groups) < 3:
+        raise BeetNetError(f"only {len(groups)} recording(s) of distinct clips: a split by recording needs at least "
+                           "3; add recordings")
+    order = [groups[i] for i in np.random.default_rng(data.split_seed).permutation(len(groups))]
+    n_test = max(1, round(data.test_fraction * len(groups)))
+    n_val = max(1, round(data.val_fraction * len(groups)))
+    of_group = {g: ("test" if i < n_test else "val" if i < n_test + n_val else "train") for i, g in enumerate(order)}
+    return {r: of_group[same.get(r, r)] for r in set(recordings)}
+
+
+def shared_clips(recordings: list[str], digests: list[bytes]) -> tuple[dict[str, str], int]:
+    """Recordings joined by byte-identical clips (one recording under two names): each recording -> the first
+    name of its group, for those in a group of several; and how many clips are copies of a clip of another."""
+    parent: dict[str, str] = {}
+
+    def root(r: str) -> str:
+        while parent.get(r, r) != r:
+            r = parent[r]
+        return r
+
+    first: dict[bytes, str] = {}
+    copies = 0
+    for rec, digest in zip(recordings, digests):
+        other = first.setdefault(digest, rec)
+        if other != rec:
+            copies += 1
+            a, b = sorted((root(rec), root(other)))
+            parent[b] = a
+    return {r: root(r) for r in set(recordings) if root(r) != r or r in parent.values()}, copies
 
 
 @dataclass
@@ -336,7 +363,8 @@ class MelCache:
         split_sizes = {s: {"clips": int((self.splits == s).sum()),
                            "recordings": len(set(self.recordings[self.splits == s]))} for s in SPLITS}
         return {"clips": len(self.names), "splits": split_sizes, "stats": self.meta["stats"],
-                "skipped": self.meta["skipped"], "fixed": self.meta["fixed"]}
+                "skipped": self.meta["skipped"], "fixed": self.meta["fixed"],
+                "shared_clips": self.meta["shared_clips"]["copies"]}
 
 
 def _digest(data) -> str:
@@ -414,15 +442,40 @@ def _open_mels(path: Path, in_memory: int) -> np.ndarray:
     return mapped
 
 
-def _verified(path: Path, in_memory: int = IN_MEMORY_BYTES) -> MelCache | str:
-    """The cache at `path`, checked against its meta.json; or why it cannot be trusted. mels.npy is hashed
-    whole only when it is not the file last hashed whole (see `_identity`)."""
+def meta_digest(meta: dict) -> str:
+    """The checksum of meta.json's own content (all but this field): a hand-edited statistic or feature
+    setting would otherwise be trusted."""
+    return _digest(json.dumps({k: v for k, v in meta.items() if k != "meta_hash"}, sort_keys=True).encode())
+
+
+def _read_meta(path: Path) -> dict | str:
+    """meta.json, validated against its checksum and its own rules; or why it cannot be trusted."""
     try:
         meta = json.loads((path / "meta.json").read_text())
     except (OSError, ValueError) as exc:
         return f"meta.json is unreadable ({type(exc).__name__})"
     if not isinstance(meta, dict) or meta.get("version") != CACHE_VERSION:
-        return "made by an older BeetNet, without checksums"
+        return "made by another version of BeetNet"
+    if meta.get("meta_hash") != meta_digest(meta):
+        return "meta.json changed after the cache was built (edited statistics or settings?)"
+    try:
+        features = FeatureConfig(**meta["features"])
+        mean, std = meta["stats"]["mean"], meta["stats"]["std"]
+    except (KeyError, TypeError, ValueError) as exc:
+        return f"meta.json is incomplete or invalid ({str(exc)[:100] or type(exc).__name__})"
+    if meta.get("feature_hash") != stable_hash(features):
+        return "meta.json's feature settings do not match their hash"
+    if not all(isinstance(v, float) and math.isfinite(v) for v in (mean, std)) or not std > 0:
+        return f"meta.json's statistics are not a finite mean and a positive std (mean {mean!r}, std {std!r})"
+    return meta
+
+
+def _verified(path: Path, in_memory: int = IN_MEMORY_BYTES) -> MelCache | str:
+    """The cache at `path`, checked against its meta.json; or why it cannot be trusted. mels.npy is hashed
+    whole only when it is not the file last hashed whole (see `_identity`)."""
+    meta = _read_meta(path)
+    if isinstance(meta, str):
+        return meta
     try:
         index = (path / "index.csv").read_bytes()
     except FileNotFoundError:
@@ -486,16 +539,13 @@ def _stale_reason(path: Path, features: FeatureConfig, clips: list[Path], identi
     """Why an existing cache cannot be reused (by its settings or its clips), or None if it may be."""
     if not (path / "meta.json").exists():
         return "no cache yet"
-    try:
-        meta = json.loads((path / "meta.json").read_text())
-    except (OSError, ValueError) as exc:
-        return f"meta.json is unreadable ({type(exc).__name__})"
+    meta = _read_meta(path)
+    if isinstance(meta, str):
+        return meta
     if meta.get("feature_hash") != stable_hash(features):
         old, new = meta.get("features", {}), dataclasses.asdict(features)
         diff = ", ".join(f"{k} {old.get(k)} -> {v}" for k, v in new.items() if old.get(k) != v)
         return f"feature settings changed ({diff or 'hash differs'})"
-    if meta.get("version") != CACHE_VERSION:
-        return "made by an older BeetNet, without checksums"
     if not _same_clips(path, meta, clips, identity):
         return "the clip folder changed (files added, removed or rewritten)"
     if meta.get("split_config") != split_config:
@@ -579,7 +629,8 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     clips = list_clips(clips_dir)
     check_not_inside(out, clips_dir)
     claim_output(out, "cache")
-    with writer_lock(out):  # held from here: a second build into `out` is refused before it starts work
+    with writer_lock(out), reader_lock(clips_dir):  # held from here: a second build into `out`, or a download
+        # into `clips_dir`, is refused before it starts work
         clip_names = {p.name for p in clips}
         others = [p.name for p in clips_dir.iterdir()
                   if p.name != MANIFEST and not p.name.startswith(".") and p.name not in clip_names]
@@ -590,7 +641,8 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
         feature_hash, identity = stable_hash(features), _clips_identity(clips)  # as the clips are before the read
         split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
                         if split else {"all": "test"})
-        split_recs = (lambda recs: split_recordings(recs, data)) if split else (lambda recs: dict.fromkeys(recs, "test"))
+        split_recs = ((lambda recs, same=None: split_recordings(recs, data, same)) if split
+                      else (lambda recs, same=None: dict.fromkeys(recs, "test")))
         reason = _stale_reason(out, features, clips, identity, split_config)
         if reason is None:
             cache = _verified(out, in_memory)
@@ -632,8 +684,13 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
                 raise BeetNetError(f"every clip in {clips_dir} was skipped ({dict(skipped)}): nothing to cache")
             names = [in_split_order[i].name for i in keep]
             recordings = [parse_clip_name(n)[0] for n in names]
-            if set(recordings) != set(split_of):  # a whole recording was skipped: split what is left again
-                split_of = split_recs(recordings)
+            same, copies = shared_clips(recordings, [digests[order[i]] for i in keep])
+            if copies:
+                log(f"warning: {copies} clip(s) are byte-identical to clips of other recordings; those recordings are "
+                    f"kept in one split: {', '.join(sorted(same))[:200]}")
+            new_split = split_recs(recordings, same)
+            if new_split != split_of:  # a whole recording was skipped, or two share clips: split again
+                split_of = new_split
                 again = sorted(range(len(names)), key=lambda i: SPLITS.index(split_of[recordings[i]]))
                 names, recordings = [names[i] for i in again], [recordings[i] for i in again]
                 writer = _reorder(writer, again, sum(split_of[r] == "train" for r in recordings))
@@ -654,9 +711,11 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
                 "clips_dir": str(clips_dir), "split_config": split_config,
                 "stats": {"mean": mean, "std": std, "fitted_on": "train" if writer.train.count else "all (evaluation only)"},
                 "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
+                "shared_clips": {"copies": copies, "recordings": sorted(same)[:1000]},
                 "versions": {"python": platform.python_version(), "torch": torch.__version__,
                              "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},
             }
+            meta["meta_hash"] = meta_digest(meta)
             (staging / "index.csv").write_bytes(index_bytes)
             (staging / "meta.json").write_text(json.dumps(meta, indent=2))
         _record(out, clips=identity, clips_hash=meta["clips_hash"], mels=_identity(out / "mels.npy"),

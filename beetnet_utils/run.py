@@ -150,6 +150,9 @@ class Run:
         self.history: list[dict] = ckpt["history"]
         self.epoch: int = ckpt["epoch"]
         self.cache_key: str = ckpt["cache_key"]
+        if not all(torch.isfinite(t).all() for t in ckpt["model"].values() if t.is_floating_point()):
+            raise BeetNetError(f"{path} holds weights that are not finite numbers (its training diverged): train "
+                               "a new run, with a lower learning rate")
         self.model = build_model(self.config).to(device).eval()
         self.model.load_state_dict(ckpt["model"])
 
@@ -157,6 +160,9 @@ class Run:
         """A batch on the model's device, and whether `x` was a single item of shape `item`."""
         check_array(x, where, expected, item)
         item_dims = len(item)
+        shape = tuple(x.shape) if hasattr(x, "shape") else np.shape(x)
+        if len(shape) > item_dims + 1:
+            raise BeetNetError(f"{where} expects {expected}: one, or a batch of them, not an array of shape {shape}")
         t = torch.as_tensor(x if torch.is_tensor(x) else np.asarray(x), dtype=torch.float32)
         single = t.dim() == item_dims
         return (t.unsqueeze(0) if single else t).to(self.device), single

@@ -21,7 +21,7 @@ from typing import Mapping
 
 import torch
 
-from .storage import BeetNetError, atomic_dir, atomic_write
+from .storage import BeetNetError, atomic_dir, atomic_write, claim_output, owned
 
 DEVICES = ("cpu", "cuda")
 CONTENT_ROOT_ENV, KAGGLE_ROOT_ENV = "BEETNET_CONTENT_ROOT", "BEETNET_KAGGLE_ROOT"
@@ -179,10 +179,20 @@ def adopt_attached_runs(env: Environment, runs: Path) -> list[Path]:
         dest = runs / src.name
         if dest.exists():
             continue
+        links = 0
         with atomic_dir(dest) as staging:
-            for f in sorted(p for p in src.rglob("*") if p.is_file()):  # contents only: not the read-only modes
-                (staging / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(f, staging / f.relative_to(src))
+            for folder, dirs, files in os.walk(src):  # never into a linked folder
+                here = Path(folder)
+                links += sum((here / d).is_symlink() for d in dirs)
+                for name in sorted(files):
+                    f = here / name
+                    if f.is_symlink() or not f.is_file():  # a link could point anywhere: a key, a password file
+                        links += 1
+                        continue
+                    (staging / f.relative_to(src)).parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copyfile(f, staging / f.relative_to(src), follow_symlinks=False)  # contents, not modes
+        if links:
+            print(f"warning: {links} symbolic link(s) or special file(s) in {src} were not copied")
         adopted.append(dest)
     return adopted
 
@@ -241,18 +251,28 @@ def backup_cache(cache_dir: Path, archive: Path) -> Path:
 
 
 def restore_cache(archive: Path, cache_dir: Path) -> bool:
-    """Unpack a backed-up cache to local disk if the local copy is gone (after a disconnect)."""
+    """Unpack a backed-up cache to local disk if the local copy is gone (after a disconnect). A damaged
+    archive (truncated, empty, not a cache) is set aside with a warning, and the cache is built again; a
+    folder of files BeetNet did not write is never replaced."""
     if (cache_dir / "meta.json").exists() or not archive.exists():
         return False
+    claim_output(cache_dir, "cache")
     cache_dir.parent.mkdir(parents=True, exist_ok=True)  # a new VM: staged beside the target, renamed in place
     staging = Path(tempfile.mkdtemp(dir=cache_dir.parent, prefix=f".{cache_dir.name}.restoring-"))
     try:
-        with tarfile.open(archive) as tar:
-            tar.extractall(staging, filter="data")
-        unpacked = next(staging.iterdir())
-        if cache_dir.exists():
-            shutil.rmtree(cache_dir)
-        os.replace(unpacked, cache_dir)
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(staging, filter="data")
+            unpacked = [p for p in staging.iterdir()]
+            if len(unpacked) != 1 or not owned(unpacked[0], "cache"):
+                raise tarfile.TarError("it holds no cache folder")
+        except (tarfile.TarError, EOFError, OSError) as exc:
+            print(f"warning: the cache copy {archive} is damaged ({str(exc)[:80] or type(exc).__name__}): ignoring "
+                  "it; the cache is built again and copied anew")
+            return False
+        with atomic_dir(cache_dir) as target:
+            target.rmdir()
+            os.replace(unpacked[0], target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return True

@@ -165,7 +165,13 @@ class Session:
         if self.env.hosted and not (self.paths.cache / "meta.json").exists():
             print("no mel cache on this machine (each notebook has its own): building it")
             return self.cache(progress=False)
-        return load_cache(self.paths.cache)
+        try:
+            return load_cache(self.paths.cache)
+        except BeetNetError as exc:
+            if not self.env.hosted:
+                raise
+            print(f"warning: {exc}; building it again")  # a damaged copy from Drive: the clips are still there
+            return self.cache(progress=False)
 
     def train(self, preset: str | None = None, run_dir: Path | None = None, device: str | None = None,
               progress: bool = True, gpus: int | str = 1, settings: Config | None = None, **overrides) -> list[dict]:

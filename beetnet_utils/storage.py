@@ -61,7 +61,15 @@ def check_array(x, where: str, expected: str, trailing: tuple[int | None, ...] =
     tail = shape[len(shape) - len(trailing):] if len(shape) >= len(trailing) else ()
     if not shape or len(tail) != len(trailing) or any(w is not None and g != w for g, w in zip(tail, trailing)):
         raise BeetNetError(f"{where} expects {expected}, not an array of shape {shape}")
-    values = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x, dtype=np.float64)
+    if 0 in shape:
+        raise BeetNetError(f"{where} expects {expected}, not an empty array of shape {shape}")
+    try:
+        values = x.detach().cpu().numpy() if hasattr(x, "detach") else np.asarray(x)
+    except TypeError:  # a torch dtype numpy has no counterpart for (bfloat16): such values are real numbers
+        values = x.detach().cpu().float().numpy()
+    if values.dtype.kind not in "fiu":  # bool, complex, strings, objects: no spectrogram or code is made of them
+        raise BeetNetError(f"{where} expects {expected} of real numbers, not of {values.dtype}")
+    values = values.astype(np.float32)  # as the model reads them: a float64 beyond float32's range is infinite
     bad = int(values.size - np.isfinite(values).sum())
     if bad:
         raise BeetNetError(f"{where} expects {expected} of finite values: this one holds {bad} NaN or infinite")
@@ -139,6 +147,9 @@ def claim_output(path: Path, kind: str, marker: str | None = None) -> Path:
     recover(path)
     if not os.path.lexists(path):
         return path
+    if path.is_symlink():  # replacing it would replace the link; writing into it, a folder BeetNet never chose
+        raise BeetNetError(f"{path} is a symbolic link: BeetNet never writes through a link it did not make; give "
+                           f"the folder it points to ({path.resolve()}) as the {kind} output (nothing was changed)")
     if not path.is_dir():
         raise BeetNetError(f"{path} exists and is not a folder: choose a new folder as the {kind} output "
                            "(nothing was changed)")
@@ -351,13 +362,48 @@ def _describe_process(pid: int) -> str:
 _HELD: set[Path] = set()  # the lock files this process holds
 
 
+def _open_lock(target: Path, path: Path) -> int:
+    """The lock file's descriptor, never through a symbolic link (one planted there would have BeetNet
+    truncate the file it points to)."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise BeetNetError(f"{path} is a symbolic link where BeetNet keeps the lock of {target}: remove the "
+                               "link, then run again (nothing was changed)") from None
+        raise
+
+
+def _locked(target: Path, path: Path, mode: int) -> int:
+    """A descriptor of `path` holding `mode` (flock), or a one-line refusal naming who holds it. A process
+    that locked a file just removed (its inode no longer at the path) tries again."""
+    while True:
+        fd = _open_lock(target, path)
+        try:
+            fcntl.flock(fd, mode | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            if holder.isdigit():
+                raise BeetNetError(f"{target} is being written by {_describe_process(int(holder))}: wait for it to "
+                                   "finish, or stop it, then run again (nothing was changed)") from None
+            raise BeetNetError(f"{target} is being read by another process (a training or a cache build): wait "
+                               "for it to finish, or stop it, then run again (nothing was changed)") from None
+        try:
+            if os.stat(path, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                return fd
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+
+
 @contextlib.contextmanager
 def writer_lock(target: Path) -> Iterator[None]:
-    """Hold an OS lock on `target` while writing it; a second writer is refused at once, naming the first.
+    """Hold an OS lock on `target` while writing it; a second writer, or a reader (`reader_lock`), is refused
+    at once, naming the writer.
 
     The lock is `flock` on `.NAME.lock` beside the target: the kernel releases it when its process
-    dies, however it dies, so a killed run never leaves a folder locked. The file is removed on release;
-    a process that locked a file just removed (its inode no longer at the path) tries again.
+    dies, however it dies, so a killed run never leaves a folder locked. The file is removed on release.
     """
     target = Path(target)
     path = target.parent / f".{target.name}.lock"
@@ -366,22 +412,7 @@ def writer_lock(target: Path) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip()
-            os.close(fd)
-            who = _describe_process(int(holder)) if holder.isdigit() else "another process"
-            raise BeetNetError(f"{target} is being written by {who}: wait for it to finish, or stop it, "
-                               "then run again (nothing was changed)") from None
-        try:
-            if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        os.close(fd)
+    fd = _locked(target, path, fcntl.LOCK_EX)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -390,5 +421,32 @@ def writer_lock(target: Path) -> Iterator[None]:
     finally:
         _HELD.discard(key)
         with contextlib.suppress(OSError):
+            os.unlink(path)
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def reader_lock(target: Path) -> Iterator[None]:
+    """Hold a shared lock on `target` while reading it: any number of readers, and no writer (`writer_lock`)
+    meanwhile, so a training never reads a cache rebuilt under it. Where no lock file can be made (a
+    read-only folder), nothing can write there either, and the read goes on without one."""
+    target = Path(target)
+    path = target.parent / f".{target.name}.lock"
+    if path.resolve() in _HELD:
+        yield
+        return
+    try:
+        fd = _locked(target, path, fcntl.LOCK_SH)
+    except OSError as exc:
+        if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+            raise
+        yield
+        return
+    try:
+        os.ftruncate(fd, 0)  # no writer holds it: a PID in it is a dead writer's
+        yield
+    finally:
+        with contextlib.suppress(OSError):  # the last reader out removes the file, as a writer does
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.unlink(path)
         os.close(fd)

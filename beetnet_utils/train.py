@@ -25,6 +25,7 @@ batch), and the gradients and losses are summed in another order (float rounding
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import os
@@ -50,7 +51,7 @@ from .model import Autoencoder, build_model
 from .plots import loss_curves
 from .run import CHECKPOINT_FORMAT, check_resumable, claim_run_dir, load_checkpoint, save_checkpoint
 from .runtime import pick_device
-from .storage import BeetNetError, atomic_write, writer_lock
+from .storage import BeetNetError, atomic_write, reader_lock, writer_lock
 
 Log = Callable[[str], None]
 T = TypeVar("T")
@@ -419,12 +420,23 @@ def check_shares(batch_size: int, processes: int) -> None:
                            f"that {processes} divides")
 
 
+def check_features(cfg: Config, cache: MelCache) -> None:
+    """Refuse, before anything is written, settings whose features are not the cache's: the model would
+    train and score on spectrograms other than the ones the settings describe."""
+    if cfg.features != cache.features:
+        theirs, ours = dataclasses.asdict(cache.features), dataclasses.asdict(cfg.features)
+        diffs = [f"{k} {theirs[k]} in the cache, {ours[k]} in the settings" for k in ours if ours[k] != theirs[k]]
+        raise BeetNetError(f"the cache {cache.path} was built with other feature settings ({'; '.join(diffs)}): "
+                           "rebuild the cache with these settings, or train with the cache's")
+
+
 def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None, progress: bool = True,
           log: Log = print, resident_bytes: int | None = None) -> list[dict]:
     """Train (or resume) the model `cfg` describes on `cache`'s train split; returns the history.
     The run folder is locked while it trains: a second process on it is refused, naming the first.
     Under torchrun, this process is one rank of the job (see the module's docstring). The splits stay on
     the device if they fit in `resident_bytes` (default: default_resident_bytes), else they are streamed."""
+    check_features(cfg, cache)
     model = new_model(cfg)
     with joined(pick_device(device)) as (group, dev):
         check_shares(cfg.train.batch_size, group.size)
@@ -432,7 +444,7 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
             progress, log = False, quiet
         else:
             run_dir = claim_run_dir(run_dir, cache.path)
-        with writer_lock(run_dir) if group.main else contextlib.nullcontext():
+        with writer_lock(run_dir) if group.main else contextlib.nullcontext(), reader_lock(cache.path):
             group.barrier()  # the others read the run folder once rank 0 holds it
             budget = default_resident_bytes(dev, group.size) if resident_bytes is None else resident_bytes
             history = train_locked(cache, Path(run_dir), cfg, model, dev, progress, log, group, budget)
@@ -471,6 +483,9 @@ def train_locked(cache: MelCache, run_dir: Path, cfg: Config, model: Autoencoder
                                group)
         seconds = time.perf_counter() - t0
         val_l1 = validate(state.model, x_val, precision, bounds, group=group)
+        if not (math.isfinite(train_l1) and math.isfinite(val_l1)):
+            raise BeetNetError(f"training diverged in epoch {epoch} (L1 {train_l1}, val {val_l1}); its checkpoints "
+                               f"keep epoch {state.epoch}: train a new run with a lower learning rate")
         is_best, state.best_val = val_l1 < state.best_val, min(state.best_val, val_l1)
         state.history.append(group.share({
             "epoch": epoch, "train_l1": train_l1, "val_l1": val_l1, "val_l1_db": val_l1 * cache.std,

@@ -62,7 +62,7 @@ def test_bad_inputs_are_skipped_or_fixed_and_counted(tmp_path, smoke):
     d = tmp_path / "clips"
     for rec in ("100", "200", "300"):
         for k in range(2):
-            write_wav(d / f"{rec}_{k}.wav", tone(2.0, freq=220 * (k + 1)))
+            write_wav(d / f"{rec}_{k}.wav", tone(2.0, freq=220 * (k + 1) + int(rec) / 10))  # no two alike
     write_wav(d / "400_0.wav", tone(2.0, 44100, channels=2), 44100)  # stereo 44.1 kHz: fixed
     write_wav(d / "400_1.wav", tone(1.5))  # short but more than half: padded
     write_wav(d / "400_2.wav", tone(0.5))  # too short: skipped

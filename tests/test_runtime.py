@@ -54,7 +54,7 @@ def test_cache_backup_and_restore_after_a_disconnect(tmp_path):
     cache = tmp_path / "local" / "cache"
     cache.mkdir(parents=True)
     np.save(cache / "mels.npy", np.arange(12, dtype=np.float16))
-    (cache / "meta.json").write_text("{}")
+    (cache / "meta.json").write_text('{"beetnet": "cache"}')  # its marker
     archive = runtime.backup_cache(cache, tmp_path / "drive" / "cache.tar")
     assert archive.is_file() and not list(archive.parent.glob(".*tmp"))
     import shutil
@@ -72,7 +72,7 @@ def test_a_cache_restored_on_a_new_vm_is_staged_beside_its_target_never_in_the_s
 
     cache = tmp_path / "local" / "cache"
     cache.mkdir(parents=True)
-    (cache / "meta.json").write_text("{}")
+    (cache / "meta.json").write_text('{"beetnet": "cache"}')  # its marker
     archive = runtime.backup_cache(cache, tmp_path / "drive" / "cache.tar")
     import shutil
 
@@ -80,6 +80,6 @@ def test_a_cache_restored_on_a_new_vm_is_staged_beside_its_target_never_in_the_s
     staged, real_mkdtemp = [], tempfile.mkdtemp
     monkeypatch.setattr(tempfile, "mkdtemp", lambda *a, **k: staged.append(Path(real_mkdtemp(*a, **k))) or staged[-1])
     assert runtime.restore_cache(archive, cache)
-    assert (cache / "meta.json").read_text() == "{}"
+    assert (cache / "meta.json").read_text() == '{"beetnet": "cache"}'
     assert staged and all(p.parent == cache.parent for p in staged), staged
     assert sorted(p.name for p in cache.parent.iterdir()) == ["cache"]  # the staging folder is gone
