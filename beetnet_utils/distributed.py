@@ -14,6 +14,7 @@ then raises one line saying which rank stopped and how, and the run resumes from
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import os
 import re
@@ -101,6 +102,18 @@ def in_torchrun(environ: dict[str, str] | None = None) -> bool:
     return int((os.environ if environ is None else environ).get("WORLD_SIZE", "1")) > 1
 
 
+PR_SET_PDEATHSIG = 1  # prctl(2)
+
+
+def stop_with_parent() -> None:
+    """Have the kernel send this rank SIGTERM (a clean stop: checkpoints intact) when torchrun's agent dies, even
+    by SIGKILL, which the agent cannot pass on: its ranks would otherwise train on to the end, unseen."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() == 1:  # the agent died before the call
+            os.kill(os.getpid(), signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def joined(device: torch.device) -> Iterator[tuple[Group, torch.device]]:
     """This process's group and device: one process as it is, or, under torchrun, its rank in a process group
@@ -109,6 +122,7 @@ def joined(device: torch.device) -> Iterator[tuple[Group, torch.device]]:
         yield SINGLE, device
         return
     group = Group(*(int(os.environ[name]) for name in RANK_ENV))
+    stop_with_parent()
     if device.type == "cuda":
         if group.local_rank >= torch.cuda.device_count():
             raise BeetNetError(f"rank {group.rank} wants GPU {group.local_rank}, but {torch.cuda.device_count()} "
@@ -156,6 +170,9 @@ def failure(output: str, returncode: int) -> str:
         how = f"was killed by {signal.Signals(-code).name}" if code < 0 else f"exited with code {code}"
         return (f"rank {rank} {how}; torchrun stopped the other ranks. Every checkpoint written is intact: "
                 "run the same command again to resume from the last one")
+    if returncode < 0:
+        return (f"torchrun was killed by {signal.Signals(-returncode).name}, and its ranks were stopped with it. "
+                "Every checkpoint written is intact: run the same command again to resume from the last one")
     return f"torchrun exited with code {returncode}"
 
 

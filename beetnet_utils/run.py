@@ -207,7 +207,13 @@ def load_run(run_dir: Path, which: str = "best", device: str | None = None) -> R
     """The trained model in `run_dir` (`best` by validation L1, or `last`), ready to encode and decode."""
     if which not in CHECKPOINTS:
         raise ValueError(f"which must be one of {', '.join(CHECKPOINTS)}, not {which!r}")
-    ckpt = load_checkpoint(Path(run_dir), which)
+    run_dir = Path(run_dir)
+    if run_dir.is_file():
+        raise BeetNetError(f"{run_dir} is a file: pass the run folder that holds it ({run_dir.parent})")
+    if (run_dir / "meta.json").is_file() or (run_dir / "manifest.json").is_file():
+        raise BeetNetError(f"{run_dir} is a mel cache or a clip folder, not a run: pass the run folder that "
+                           "training wrote (the one with last.pt and best.pt)")
+    ckpt = load_checkpoint(run_dir, which)
     if ckpt is None:
         raise BeetNetError(f"no checkpoint in {run_dir}: train first (python -m beetnet_utils train --run {run_dir})")
     return Run(ckpt, Path(run_dir), pick_device(device))

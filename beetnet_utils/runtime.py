@@ -267,7 +267,8 @@ def restore_cache(archive: Path, cache_dir: Path) -> bool:
             if len(unpacked) != 1 or not owned(unpacked[0], "cache"):
                 raise tarfile.TarError("it holds no cache folder")
         except (tarfile.TarError, EOFError, OSError) as exc:
-            print(f"warning: the cache copy {archive} is damaged ({str(exc)[:80] or type(exc).__name__}): ignoring "
+            why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:80]
+            print(f"warning: the cache copy {archive} is damaged ({why}): ignoring "
                   "it; the cache is built again and copied anew")
             return False
         with atomic_dir(cache_dir) as target:

@@ -195,8 +195,8 @@ class Session:
         with tempfile.TemporaryDirectory(prefix="beetnet-settings-") as tmp:
             settings_file = Path(tmp) / "settings.json"
             settings_file.write_text(cfg.to_json())
-            launch(procs, ["train", "--cache", str(cache.path), "--run", str(run_dir), "--gpus", str(procs),
-                           "--settings", str(settings_file), *(["--device", device] if device else [])])
+            launch(procs, ["train", f"--cache={cache.path}", f"--run={run_dir}", f"--gpus={procs}",  # a path may
+                           f"--settings={settings_file}", *([f"--device={device}"] if device else [])])  # start with -
         return json.loads((run_dir / "history.json").read_text())
 
     def load_runs(self, device: str | None = None) -> dict[str, Run]:

@@ -69,7 +69,8 @@ def check_array(x, where: str, expected: str, trailing: tuple[int | None, ...] =
         values = x.detach().cpu().float().numpy()
     if values.dtype.kind not in "fiu":  # bool, complex, strings, objects: no spectrogram or code is made of them
         raise BeetNetError(f"{where} expects {expected} of real numbers, not of {values.dtype}")
-    values = values.astype(np.float32)  # as the model reads them: a float64 beyond float32's range is infinite
+    with np.errstate(over="ignore"):  # as the model reads them: a float64 beyond float32's range is infinite
+        values = values.astype(np.float32)
     bad = int(values.size - np.isfinite(values).sum())
     if bad:
         raise BeetNetError(f"{where} expects {expected} of finite values: this one holds {bad} NaN or infinite")
