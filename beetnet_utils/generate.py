@@ -160,9 +160,9 @@ def fit_prior(name: str, z: np.ndarray, seed: int = 0):
     """Prior `name` fitted to codes (clips, latent); at least 2: one code is a point to copy, not a spread."""
     if name not in PRIORS:
         raise ValueError(f"unknown prior {name!r}: choose one of {', '.join(PRIORS)}")
-    check_array(z, f"the {name} prior", "latent codes (clips, latent)", (None, None))
-    if len(z) < 2:
+    if len(z) < 2:  # before the array's checks: no codes at all is this mistake too
         raise BeetNetError(f"the {name} prior is fitted to the codes of at least 2 train clips, not {len(z)}")
+    check_array(z, f"the {name} prior", "latent codes (clips, latent)", (None, None))
     return PRIORS[name].fit(np.asarray(z, dtype=np.float64), seed)
 
 
