@@ -17,6 +17,7 @@ import errno
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ import zipfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -170,14 +172,147 @@ def segment(audio: np.ndarray, sr: int, features: FeatureConfig) -> list[np.ndar
     return [audio[i * n:(i + 1) * n] for i in range(len(audio) // n)]
 
 
-def write_clips(out: Path, recording: str, clips: list[np.ndarray], sr: int) -> int:
+def write_clips(out: Path, recording: str, clips: Iterable[np.ndarray], sr: int, first: int = 0) -> int:
     """Encode in memory, then write with Python's own I/O: a full disk is then an OSError that says so,
     where libsndfile says only "System error."."""
-    for k, clip in enumerate(clips):
+    written = 0
+    for k, clip in enumerate(clips, first):
         buf = io.BytesIO()
         sf.write(buf, np.clip(clip, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
         (out / f"{recording}_{k}.wav").write_bytes(buf.getvalue())
-    return len(clips)
+        written += 1
+    return written
+
+
+# --- a long recording, a block at a time ---------------------------------------------------------
+
+BLOCK_SECONDS = 30.0  # what a long recording is read in: memory stays flat in its length
+
+
+def _blocks(snd: sf.SoundFile, scale: float = 1.0) -> Iterator[np.ndarray]:
+    """The file from its start, BLOCK_SECONDS of (frames, channels) float32 at a time, divided by `scale`."""
+    snd.seek(0)
+    frames = max(1, int(BLOCK_SECONDS * snd.samplerate))
+    while len(block := snd.read(frames, dtype="float32", always_2d=True)):
+        yield block / scale if scale != 1.0 else block
+
+
+def _resampled(blocks: Iterable[np.ndarray], sr: int, target: int) -> Iterator[np.ndarray]:
+    """Mono blocks at `sr` -> the same signal at `target`, as resampling it whole would give: each stretch is
+    resampled with enough of its neighbours on both sides that the filter never sees an edge that the whole
+    signal would not, and stretches start on whole periods of the two rates."""
+    if sr == target:
+        yield from blocks
+        return
+    g = math.gcd(sr, target)
+    o, n = sr // g, target // g
+    reach = math.ceil(6 * o / (min(o, n) * 0.99)) + 1  # torchaudio's sinc filter: 6 zero crossings, rolloff 0.99
+    ctx = o * math.ceil(reach / o)
+    buf, start, done = np.zeros(0, np.float32), 0, 0  # buf holds source samples from `start`; out emitted to `done`
+
+    def emit(upto: int | None) -> np.ndarray:
+        out = AF.resample(torch.from_numpy(np.ascontiguousarray(buf)), sr, target).numpy()
+        first = (done - start) * n // o
+        return out[first:] if upto is None else out[first:first + (upto - done) * n // o]
+
+    for block in blocks:
+        buf = np.concatenate([buf, block])
+        ready = (start + len(buf) - ctx) // o * o
+        if ready > done:
+            yield emit(ready)
+            done = ready
+            keep = max(start, done - ctx)
+            buf, start = buf[keep - start:], keep
+    if len(buf) and start + len(buf) > done:
+        yield emit(None)
+
+
+def _clips(pieces: Iterable[np.ndarray], n: int) -> Iterator[np.ndarray]:
+    """Consecutive non-overlapping clips of n samples; a tail shorter than one clip is dropped."""
+    carry = np.zeros(0, np.float32)
+    for piece in pieces:
+        carry = np.concatenate([carry, piece])
+        k = len(carry) // n
+        yield from (carry[i * n:(i + 1) * n] for i in range(k))
+        carry = carry[k * n:]
+
+
+@dataclass
+class _Scan:
+    """What the whole-recording tests need, summed a block at a time."""
+
+    peak: float = 0.0
+    mono_sum: float = 0.0
+    frames: int = 0
+
+
+def _scan(snd: sf.SoundFile) -> _Scan | str:
+    """First pass: NaN or inf anywhere, the peak (for the scale-down) and the mono mean (for the DC test)."""
+    scan = _Scan()
+    for block in _blocks(snd):
+        if not np.isfinite(block).all():
+            return "corrupt (NaN or inf samples)"
+        scan.peak = max(scan.peak, float(np.abs(block).max()))
+        scan.mono_sum += float(block.mean(axis=1).sum(dtype=np.float64))
+        scan.frames += len(block)
+    return scan
+
+
+def _write_recording(path: Path, staging: Path, rid: str, features: FeatureConfig) -> tuple[str | None, list[str], int]:
+    """Cut the recording at `path` into clips in `staging` as `rid`_k.wav, reading it a block at a time (a
+    3-hour file is 1.9 GB as float32 samples); returns (skip reason, fixes, clips). A recording that fails a
+    whole-file test (the same tests as check_samples and silence_reason) leaves no clip behind."""
+    written = 0
+    try:
+        with open_regular(path) as f, sf.SoundFile(f) as snd:
+            scan = _scan(snd)
+            if isinstance(scan, str):
+                return scan, [], 0
+            if not scan.frames:
+                return "silent", [], 0
+            scale = scan.peak if scan.peak > 1.0 else 1.0
+            fixes = ["scaled down (float samples beyond ±1)"] if scale != 1.0 else []
+            mean = scan.mono_sum / scan.frames / scale
+            clipped = mono_peak = mono_abs = dc = 0.0
+            mono = []
+
+            def monos() -> Iterator[np.ndarray]:
+                nonlocal clipped, mono_peak, mono_abs, dc
+                for block in _blocks(snd, scale):
+                    clipped += np.count_nonzero(np.abs(block) >= CLIPPED_LEVEL)
+                    m = block.mean(axis=1)
+                    mono_peak = max(mono_peak, float(np.abs(m).max()))
+                    mono_abs += float(np.abs(m).sum(dtype=np.float64))
+                    dc += float(np.abs(m - mean).sum(dtype=np.float64))
+                    yield m
+
+            clips = _clips(_resampled(monos(), snd.samplerate, features.sample_rate), features.clip_samples)
+            written = write_clips(staging, rid, clips, features.sample_rate)
+            channels = snd.channels
+    except NotRegularFileError:
+        return "not a regular file (FIFO, device or folder)", [], 0
+    except OSError as exc:
+        if written or exc.errno not in (errno.ENOENT, errno.ELOOP, errno.EACCES, errno.EISDIR):
+            raise  # a full disk while writing, say: not the recording's fault
+        return "missing (broken or looping symlink)" if exc.errno in (errno.ENOENT, errno.ELOOP) else \
+            f"unreadable ({exc.strerror})", [], 0
+    except (RuntimeError, ValueError, TypeError, EOFError):  # libsndfile's errors carry no type worth telling apart
+        reason = UNREADABLE
+    else:
+        reason = None
+        if clipped > CLIPPED_FRACTION * scan.frames * channels:
+            reason = f"clipped (over {CLIPPED_FRACTION:.0%} of samples at full scale)"
+        elif mono_peak == 0 or mono_abs / scan.frames / mono_peak < features.silence_threshold:
+            reason = "silent"
+        elif dc / scan.frames / mono_peak < features.silence_threshold:
+            reason = "constant (DC offset, no sound)"
+        elif not written:
+            reason = "shorter than one clip"
+    if reason:
+        for k in range(written):
+            (staging / f"{rid}_{k}.wav").unlink(missing_ok=True)
+        return reason, [], 0
+    return None, fixes, written
 
 
 def _reuse(out: Path, key: dict) -> ClipFolder | None:
@@ -269,20 +404,13 @@ def from_folder(audio_dir: Path, out: Path, features: FeatureConfig, source: str
     taken: set[str] = set()
     with atomic_dir(out) as staging:
         for path in tqdm(files, desc="recordings", disable=not progress):
-            audio, sr, reason = read_audio(path)
-            fixes = []
-            if reason is None:
-                audio, reason, fixes = check_samples(audio)
-            if reason is None:
-                audio = audio.mean(axis=1)
-                reason = silence_reason(audio, features.silence_threshold)
-            if reason is None and not (clips := segment(audio, sr, features)):
-                reason = "shorter than one clip"
+            rid = _recording_id(path, taken)
+            reason, fixes, _ = _write_recording(path, staging, rid, features)
             if reason:
+                taken.discard(rid)  # a skipped recording takes no id
                 skipped[reason] += 1
                 continue
             fixed.update(fixes)
-            write_clips(staging, _recording_id(path, taken), clips, features.sample_rate)
         if not any(staging.iterdir()):
             raise BeetNetError(f"none of the {len(files)} audio files in {audio_dir} gave a clip "
                                f"({dict(skipped)}): check the files or use --source demo")

@@ -6,6 +6,7 @@ test asserts the one-line refusal and that the marker never appeared.
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -431,3 +432,66 @@ def test_load_run_on_a_cache_or_a_checkpoint_file_says_what_to_pass(trained, smo
         with pytest.raises(BeetNetError) as exc:
             load_run(wrong)
         assert words in str(exc.value) and "train first" not in str(exc.value)
+
+
+# --- memory: a long recording is read a block at a time ------------------------------------------
+
+def long_recording(path: Path, minutes: float, sr: int = 22050, channels: int = 1) -> Path:
+    """A recording of `minutes` of changing tones, written a minute at a time (never whole in memory)."""
+    import numpy as np
+    import soundfile as sf
+
+    rng = np.random.default_rng(1)
+    with sf.SoundFile(path, "w", sr, channels, subtype="PCM_16") as f:
+        for m in range(math.ceil(minutes)):
+            n = int(sr * 60 * min(1.0, minutes - m))
+            t = np.arange(n) / sr
+            x = 0.3 * np.sin(2 * np.pi * (220 + 40 * m) * t) * (1 + 0.5 * np.sin(t)) + 0.01 * rng.standard_normal(n)
+            f.write(np.repeat(x[:, None], channels, axis=1).astype(np.float32))
+    return path
+
+
+def peak_memory_of_cutting(recording: Path, out: Path) -> int:
+    """ru_maxrss (kB) of a process that cuts `recording` into clips, as `download --source folder` does."""
+    import subprocess
+    import sys
+
+    from test_attacks import ROOT
+
+    script = (f"import resource\nfrom beetnet_utils import get_config\nfrom beetnet_utils.data import from_folder\n"
+              f"c = from_folder({str(recording.parent)!r}, {str(out)!r}, get_config('smoke').features, progress=False)\n"
+              f"print(c.clips, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    clips, kb = map(int, r.stdout.split()[-2:])
+    return clips, kb
+
+
+def test_a_long_recording_is_cut_in_flat_memory(tmp_path):
+    short = long_recording((tmp_path / "a").mkdir() or tmp_path / "a" / "short.wav", 2)
+    long = long_recording((tmp_path / "b").mkdir() or tmp_path / "b" / "long.wav", 20)
+    (n_short, kb_short), (n_long, kb_long) = (peak_memory_of_cutting(short, tmp_path / "out_a"),
+                                              peak_memory_of_cutting(long, tmp_path / "out_b"))
+    assert (n_short, n_long) == (60, 600)
+    # whole, 20 minutes at 22.05 kHz are 106 MB as float32, and resampling holds two more copies
+    assert kb_long - kb_short < 40_000, (kb_short, kb_long)
+
+
+def test_clips_cut_a_block_at_a_time_are_the_clips_of_the_whole_recording(tmp_path, smoke):
+    import numpy as np
+    import soundfile as sf
+    import torchaudio.functional as AF
+
+    from beetnet_utils.data import BLOCK_SECONDS, from_folder
+
+    rec = long_recording((tmp_path / "in").mkdir() or tmp_path / "in" / "take.wav", 1.2, sr=44100, channels=2)
+    assert 1.2 * 60 > 2 * BLOCK_SECONDS  # the recording spans block boundaries
+    out = from_folder(tmp_path / "in", tmp_path / "clips", smoke.features, progress=False)
+    whole, sr = sf.read(rec, dtype="float32")
+    mono = AF.resample(torch.from_numpy(np.ascontiguousarray(whole.mean(axis=1))), sr, 16000).numpy()
+    n = smoke.features.clip_samples
+    assert out.clips == len(mono) // n == 36
+    for k in (0, 14, 15, 35):  # clips 14-15 straddle the first block's end (30 s)
+        got, _ = sf.read(tmp_path / "clips" / f"take_{k}.wav", dtype="float32")
+        expected = np.clip(mono[k * n:(k + 1) * n], -1, 1)
+        assert np.abs(got - expected).max() <= 2 / 32768  # equal, to 16-bit rounding
