@@ -24,6 +24,7 @@ import contextlib
 import csv
 import ctypes
 import dataclasses
+import errno
 import functools
 import hashlib
 import io
@@ -617,6 +618,22 @@ def _reorder(writer: _MelWriter, order: list[int], train_rows: int) -> _MelWrite
     return again
 
 
+@contextlib.contextmanager
+def _build_locks(out: Path, clips_dir: Path) -> Iterator[bool]:
+    """The writer's lock on `out` and a reader's on `clips_dir`; yields whether `out` can be written. Where no lock
+    can be made beside `out` (a read-only dataset), the cache can still be reused as it is: nothing is written."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(writer_lock(out))
+            writable = True
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EROFS, errno.EPERM):
+                raise
+            writable = False
+        stack.enter_context(reader_lock(clips_dir))
+        yield writable
+
+
 def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataConfig, progress: bool = True,
                 log=print, workers: int | None = None, split: bool = True,
                 in_memory: int = IN_MEMORY_BYTES) -> MelCache:
@@ -629,7 +646,7 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
     clips = list_clips(clips_dir)
     check_not_inside(out, clips_dir)
     claim_output(out, "cache")
-    with writer_lock(out), reader_lock(clips_dir):  # held from here: a second build into `out`, or a download
+    with _build_locks(out, clips_dir) as writable:  # held from here: a second build into `out`, or a download
         # into `clips_dir`, is refused before it starts work
         clip_names = {p.name for p in clips}
         others = [p.name for p in clips_dir.iterdir()
@@ -650,6 +667,9 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
                 log(f"reusing mel cache {out} (same clips, same feature settings {feature_hash})")
                 return cache
             reason = f"the cache is damaged: {cache}"
+        if not writable:
+            raise BeetNetError(f"the mel cache {out} must be built again ({reason}), but its folder cannot be "
+                               "written: give a writable --out")
         log(f"building mel cache {out}: {reason}")
 
         # Split first (recordings are known from the names), so the cache is written in split order.

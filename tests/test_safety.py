@@ -495,3 +495,35 @@ def test_clips_cut_a_block_at_a_time_are_the_clips_of_the_whole_recording(tmp_pa
         got, _ = sf.read(tmp_path / "clips" / f"take_{k}.wav", dtype="float32")
         expected = np.clip(mono[k * n:(k + 1) * n], -1, 1)
         assert np.abs(got - expected).max() <= 2 / 32768  # equal, to 16-bit rounding
+
+
+def test_a_valid_cache_in_a_read_only_folder_is_reused_and_a_stale_one_is_one_line(tmp_path, smoke_cache, smoke_clips):
+    """As a user who cannot write there: root without the capability to override file modes (root writes
+    everywhere otherwise). No lock can be made, and nothing needs writing, so the cache is used as it is."""
+    import subprocess
+    import sys
+
+    from test_attacks import ROOT
+
+    clips = shutil.copytree(smoke_clips.path, tmp_path / "input" / "clips")
+    cache = shutil.copytree(smoke_cache.path, tmp_path / "data" / "cache")
+    read_only = [tmp_path / "input", clips, tmp_path / "data", cache]
+    before = tree(tmp_path)
+
+    def cache_step() -> subprocess.CompletedProcess:
+        for d in read_only:
+            d.chmod(0o555)
+        try:
+            return subprocess.run(["setpriv", "--bounding-set=-dac_override,-dac_read_search,-fowner", sys.executable,
+                                   "-m", "beetnet_utils", "cache", "--clips", str(clips), "--out", str(cache),
+                                   "--profile", "smoke"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        finally:
+            for d in read_only:
+                d.chmod(0o755)
+
+    r = cache_step()
+    assert r.returncode == 0 and '"clips"' in r.stdout, r.stderr[-2000:]
+    assert tree(tmp_path) == before
+    sorted(clips.glob("*.wav"))[0].unlink()  # now the cache is stale
+    r = cache_step()
+    assert_one_line_error(r, "must be built again", "cannot be written")
