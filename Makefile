@@ -13,7 +13,7 @@ COLAB_VENV := .venv-colab
 COLAB_STAMP := $(COLAB_VENV)/.installed
 PYTHON_COLAB ?= python3.13
 
-.PHONY: setup colab-venv browser test nbmake demo gpu-check clean
+.PHONY: setup colab-venv browser test nbmake demo gpu-check mutants clean
 
 setup: $(STAMP)
 
@@ -63,5 +63,22 @@ demo: setup
 gpu-check: setup
 	$(PY) benchmarks/gpu_check.py
 
+# Mutation testing of the functions that implement the specification (the mel and its clamp, peak
+# normalisation and the silence rule, the statistics, the split, the original model, Adam, the clip, the
+# batches), against the tests pyproject.toml's [tool.mutmut] names. Not part of `make test`: about 15 minutes
+# on 2 cores (docs/TESTING.md has the score). `mutmut results` lists survivors, `mutmut show NAME` one of them.
+MUTMUT := mutmut==3.8.1
+SPEC_FUNCTIONS := 'beetnet_utils.features.x_mel_db__*' 'beetnet_utils.features.x_load_clip__*' \
+	'beetnet_utils.features.x_split_recordings__*' 'beetnet_utils.features.xǁMomentsǁ*' \
+	'beetnet_utils.features.xǁ_MelWriterǁadd__*' 'beetnet_utils.features.xǁ_MelWriterǁstats__*' \
+	'beetnet_utils.data.x_silence_reason__*' 'beetnet_utils.model.xǁAutoencoderǁconfigure_optimizers__*' \
+	'beetnet_utils.model.xǁGRUAutoencoderǁ*' 'beetnet_utils.train.xǁBatchesǁ*' \
+	'beetnet_utils.train.x_objective__*' 'beetnet_utils.train.x_train_epoch__*' 'beetnet_utils.config.xǁFeatureConfigǁ*'
+
+mutants: setup
+	$(PY) -m pip install -q $(MUTMUT)
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children 2 $(SPEC_FUNCTIONS)
+
 clean:
-	rm -rf runs beetnet_data
+	rm -rf runs beetnet_data mutants
