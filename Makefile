@@ -73,7 +73,8 @@ SPEC_FUNCTIONS := 'beetnet_utils.features.x_mel_db__*' 'beetnet_utils.features.x
 	'beetnet_utils.features.xǁ_MelWriterǁadd__*' 'beetnet_utils.features.xǁ_MelWriterǁstats__*' \
 	'beetnet_utils.data.x_silence_reason__*' 'beetnet_utils.model.xǁAutoencoderǁconfigure_optimizers__*' \
 	'beetnet_utils.model.xǁGRUAutoencoderǁ*' 'beetnet_utils.train.xǁBatchesǁ*' \
-	'beetnet_utils.train.x_objective__*' 'beetnet_utils.train.x_train_epoch__*' 'beetnet_utils.config.xǁFeatureConfigǁ*'
+	'beetnet_utils.train.x_objective__*' 'beetnet_utils.train.x_train_epoch__*' \
+	'beetnet_utils.config.xǁFeatureConfigǁclip_samples__*' 'beetnet_utils.config.xǁFeatureConfigǁn_frames__*'
 
 mutants: setup
 	$(PY) -m pip install -q $(MUTMUT)

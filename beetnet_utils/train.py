@@ -332,6 +332,11 @@ def objective(pred: torch.Tensor, target: torch.Tensor, flux_weight: float = 0.0
     return l1 + flux_weight * F.l1_loss(flux(pred), flux(target)), l1
 
 
+def progress_bar(items: Iterable[T], total: int, what: str, shown: bool) -> Iterable[T]:
+    """A bar a person watches, gone when its epoch ends; `items` as they are when no one watches."""
+    return tqdm(items, total=total, desc=what, leave=False) if shown else items
+
+
 def train_epoch(state: State, x: Resident | Streamed, order: torch.Tensor, epoch: int, tc: TrainConfig, precision: Precision,
                 bounds: tuple[float, float] | None, progress: bool, group: Group = SINGLE) -> float:
     """One pass over `order` (this rank's share of the epoch's batches); returns the mean train L1 over every
@@ -339,8 +344,7 @@ def train_epoch(state: State, x: Resident | Streamed, order: torch.Tensor, epoch
     clamp = clamp_to(bounds)
     state.model.train()
     total = torch.zeros((), device=x.device)
-    for xb in tqdm(x.batches(order), total=len(order), desc=f"epoch {epoch}/{tc.epochs}", leave=False,
-                   disable=not progress):
+    for xb in progress_bar(x.batches(order), len(order), f"epoch {epoch}/{tc.epochs}", progress):
         xb = state.augment(xb)
         with precision.autocast(x.device):
             loss, l1 = objective(clamp(state.net(xb).float()), xb.float(), tc.flux_weight)

@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -289,3 +290,23 @@ def test_rows_read_from_a_mapped_cache_are_its_rows_in_the_order_asked(smoke_cac
         got = mapped.read(idx)
         assert got.dtype == np.float16 and got.shape == (len(idx), *smoke_cache.mels.shape[1:])
         assert np.array_equal(got, smoke_cache.mels[idx])
+
+
+def test_split_recordings_takes_its_fractions_of_recordings_and_keeps_shared_ones_together():
+    from beetnet_utils import DataConfig
+    from beetnet_utils.features import split_recordings
+
+    recs = [f"r{i:02d}" for i in range(20)]
+    split = split_recordings(recs + recs[:5], DataConfig(val_fraction=0.1, test_fraction=0.2))
+    assert sorted(split) == recs and Counter(split.values()) == {"train": 14, "test": 4, "val": 2}
+    assert split == split_recordings(recs, DataConfig(val_fraction=0.1, test_fraction=0.2))  # seeded
+    other = split_recordings(recs, DataConfig(val_fraction=0.1, test_fraction=0.2, split_seed=1))
+    assert other != split and Counter(other.values()) == Counter(split.values())
+    three = split_recordings(recs[:3], DataConfig(val_fraction=0.0, test_fraction=0.0))  # one each, at least
+    assert sorted(three.values()) == ["test", "train", "val"]
+    same = {f"r{i:02d}": "r00" for i in range(10)}  # ten recordings that share clips, split as one
+    joined = split_recordings(recs, DataConfig(val_fraction=0.1, test_fraction=0.1), same)
+    assert len({joined[r] for r in recs[:10]}) == 1 and sorted(joined) == recs
+    assert Counter(joined[r] for r in ["r00", *recs[10:]]) == {"train": 9, "test": 1, "val": 1}  # of 11 groups
+    with pytest.raises(BeetNetError, match="only 2 recording"):
+        split_recordings(recs[:3], DataConfig(), {"r01": "r00"})

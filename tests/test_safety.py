@@ -527,3 +527,45 @@ def test_a_valid_cache_in_a_read_only_folder_is_reused_and_a_stale_one_is_one_li
     sorted(clips.glob("*.wav"))[0].unlink()  # now the cache is stale
     r = cache_step()
     assert_one_line_error(r, "must be built again", "cannot be written")
+
+
+# --- added by the breakage check: a lock link refused at once, and plain data only -----------------
+
+def test_a_symlink_where_a_cache_builds_locks_go_is_refused_at_once_never_spun_on(tmp_path, smoke_clips):
+    """A link planted at the writer's lock (beside --out) or the reader's (beside --clips) is refused in
+    one line within seconds: opened through the link, the lock's inode check would retry forever."""
+    import subprocess
+    import sys
+
+    from test_attacks import ROOT
+
+    mine = tmp_path / "thesis.txt"
+    mine.write_text("years of work")
+    clips = shutil.copytree(smoke_clips.path, tmp_path / "clips")
+    for lock in (".cache.lock", ".clips.lock"):
+        link = tmp_path / lock
+        link.symlink_to(mine)
+        r = subprocess.run([sys.executable, "-m", "beetnet_utils", "cache", "--clips", str(clips), "--out",
+                            str(tmp_path / "cache"), "--profile", "smoke"], capture_output=True, text=True, cwd=ROOT,
+                           timeout=90)
+        assert_one_line_error(r, "symbolic link", str(link))
+        link.unlink()
+    assert mine.read_text() == "years of work" and not (tmp_path / "cache").exists()
+
+
+@pytest.mark.parametrize("extra", [{1, 2}, b"\x00bytes", torch.float32, torch.device("cpu")],
+                         ids=["set", "bytes", "dtype", "device"])
+def test_a_checkpoint_the_safe_unpickler_reads_but_not_of_plain_data_is_refused(tmp_path, trained, extra):
+    """torch's weights_only unpickler also builds sets, bytes, dtypes and devices: a checkpoint holding one
+    is refused in one line all the same, never loaded."""
+    run = shutil.copytree(trained, tmp_path / "run")
+    for name in ("last.pt", "best.pt"):
+        ckpt = torch.load(run / name, weights_only=True)
+        torch.save(ckpt | {"note": extra}, run / name)
+    assert isinstance(torch.load(run / "last.pt", weights_only=True)["note"], type(extra))  # it does unpickle
+    before = tree(tmp_path)
+    for load in (lambda: load_run(run), lambda: load_checkpoint(run, "last"), lambda: run_summary(run)):
+        with pytest.raises(ForeignCheckpoint) as exc:
+            load()
+        assert REFUSAL in str(exc.value) and "delete it" in str(exc.value) and "\n" not in str(exc.value)
+    assert tree(tmp_path) == before

@@ -127,11 +127,16 @@ def test_split_is_by_recording(smoke_cache, smoke_clips):
     assert all(name.split("_")[0] == rec for name, rec in zip(smoke_cache.names, smoke_cache.recordings))
 
 
-def test_statistics_come_from_the_train_split_only(smoke_cache):
-    train = smoke_cache.mels[smoke_cache.splits == "train"].astype(np.float64)
-    every = smoke_cache.mels.astype(np.float64)
-    assert smoke_cache.mean == pytest.approx(train.mean(), rel=1e-9, abs=1e-9)
-    assert smoke_cache.std == pytest.approx(train.std(), rel=1e-6)
+def test_statistics_come_from_the_train_split_only(tmp_path, smoke, smoke_clips):
+    """A cache built here (not the session's: mutation testing maps each function to the tests that call it)."""
+    from beetnet_utils import build_cache
+
+    cache = build_cache(smoke_clips.path, tmp_path / "cache", smoke.features, smoke.data, workers=1, **quiet)
+    train = cache.mels[cache.splits == "train"].astype(np.float64)
+    every = cache.mels.astype(np.float64)
+    assert cache.mean == pytest.approx(train.mean(), rel=1e-9, abs=1e-9)
+    assert cache.std == pytest.approx(train.std(), rel=1e-6)
+    assert cache.mels.dtype == np.float16 and len(cache.mels) == len(cache.names)
     # all clips' statistics differ from these by far more than the tolerances above, so using them would fail
     assert abs(train.mean() - every.mean()) > 1e-3 and abs(train.std() - every.std()) > 1e-3
 
@@ -308,3 +313,33 @@ def test_training_runs_batches_of_32_of_the_train_split_reshuffled_each_epoch(tm
         assert len(set(rows.tolist())) == 32  # none twice
         epochs.append(rows.tolist())
     assert epochs[0] != epochs[1] and epochs[0] != list(range(32))  # shuffled, and anew each epoch
+
+
+def test_an_epoch_reports_the_mean_l1_of_its_batches():
+    """The history's train L1 (the original's one curve) is the mean of the batches' L1, as each was scored."""
+    cfg = original()
+    torch.manual_seed(0)
+    model = build_model(cfg)
+    x = torch.randn(6, N_MELS, FRAMES, generator=torch.Generator().manual_seed(2))
+    state = State(model, model, model.configure_optimizers(cfg.train), torch.amp.GradScaler("cpu", enabled=False),
+                  Augment(0, 0, 0.0, 0.0, 1.0, 0))
+    scored = []
+    handle = model.register_forward_hook(lambda m, args, out: scored.append(float((out - args[0]).abs().mean())))
+    try:
+        got = train_epoch(state, OneBatch(x), torch.arange(6).view(3, 2), 1, cfg.train,
+                          Precision.choose(CPU, cfg.train.amp), None, False)
+    finally:
+        handle.remove()
+    assert len(scored) == 3 and got == pytest.approx(sum(scored) / 3, rel=1e-6)
+
+
+def test_another_sample_rate_is_resampled_to_16_khz_and_stereo_mixed_to_mono(tmp_path):
+    t = np.arange(2 * 44100) / 44100
+    left, right = np.sin(2 * np.pi * 440 * t), 0.5 * np.sin(2 * np.pi * 1250 * t)
+    path = tmp_path / "1_0.wav"
+    sf.write(path, np.stack([left, right], axis=1).astype(np.float32), 44100, subtype="FLOAT")
+    wav, reason, fixes = load_clip(path, FeatureConfig())
+    mono = torchaudio.functional.resample(torch.from_numpy(((left + right) / 2).astype(np.float32)), 44100, 16000)
+    assert reason is None and wav.shape == (SAMPLES,)
+    torch.testing.assert_close(wav, mono / mono.abs().max(), atol=1e-6, rtol=0)
+    assert fixes == ["down-mixed to mono", "resampled from 44100 Hz"]
