@@ -44,10 +44,11 @@ browser:
 
 # The tests: units, the browser test, every notebook in real kernels (tests/test_pipeline.py runs them
 # through make demo's driver on the smoke profile, every branch; test_colab.py and test_kaggle.py in the
-# hosted runtimes' stand-ins), then the four notebooks under nbmake on the smoke profile (the design card's CI).
+# hosted runtimes' stand-ins), after ruff's lint (pyproject.toml), then the four notebooks under nbmake on the smoke profile (the design card's CI).
 # Two pytest-xdist workers, one torch thread each (tests/conftest.py): most tests wait on a process or
 # a kernel starting, so two at a time halve the wall time; the tests of Kaggle's fixed port take turns.
 test: setup colab-venv browser
+	$(PY) -m ruff check .
 	$(PY) -m pytest -q -n 2 --durations=15
 	$(MAKE) --no-print-directory nbmake
 

@@ -4,8 +4,20 @@ A notebook needs one call, `bn.start()`, and then the session's steps:
 `download`, `cache`, `train`, `evaluate`. After training, `bn.load_run(folder)` gives a
 model that encodes and decodes spectrograms in dB. docs/ARCHITECTURE.md maps the modules.
 """
+from . import audio, features, generate, model, plots, runtime, widgets  # the modules the notebooks use
 from .audio import mel_to_audio, save_wav
-from .config import DEFAULT_PRESET, PRESETS, PROFILES, Config, DataConfig, FeatureConfig, ModelConfig, TrainConfig, get_config, with_preset
+from .config import (
+    DEFAULT_PRESET,
+    PRESETS,
+    PROFILES,
+    Config,
+    DataConfig,
+    FeatureConfig,
+    ModelConfig,
+    TrainConfig,
+    get_config,
+    with_preset,
+)
 from .data import ClipFolder, download, list_clips
 from .evaluate import evaluate, markdown_table, save_report
 from .features import MelCache, build_cache, load_cache, mel_db
@@ -16,8 +28,6 @@ from .runtime import Environment, Paths, detect, paths
 from .session import Session, start
 from .storage import BeetNetError
 from .train import train
-
-from . import audio, features, generate, model, plots, runtime, widgets  # noqa: E402  (modules the notebooks use)
 
 __all__ = [
     "DEFAULT_PRESET", "PRESETS", "PROFILES", "Config", "DataConfig", "FeatureConfig", "ModelConfig", "TrainConfig",

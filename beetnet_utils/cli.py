@@ -103,17 +103,20 @@ def parser() -> argparse.ArgumentParser:
                    "or the CPU when there is none) in N processes, started by torchrun; the batch is shared out, so "
                    "it stays --batch-size. With --device cpu: N CPU processes")
     t.add_argument("--settings", type=Path, metavar="JSON", help="train exactly these settings (a Config as JSON, "
-                   "instead of --profile, --preset and the options above): how --gpus hands a notebook's to its processes")
+                   "instead of --profile, --preset and the options above): how --gpus hands a notebook's to its "
+                   "processes")
 
     e = add("evaluate", "Score a run and the baselines on held-out recordings (or another clip folder).", _evaluate)
     e.add_argument("--run", type=Path, required=True)
-    e.add_argument("--cache", type=Path, required=True, help="the cache the run was trained on (baselines fit its train split)")
+    e.add_argument("--cache", type=Path, required=True,
+                   help="the cache the run was trained on (baselines fit its train split)")
     e.add_argument("--clips", type=Path, help="another folder of clips, never seen: all of it is scored")
     e.add_argument("--split", choices=SPLITS, help="one split (default: val and test)")
     e.add_argument("--json", type=Path, help="write the report here")
     e.add_argument("--device", choices=DEVICES)
 
-    m = add("demo", "Run the four notebooks headless (what `make demo` does); keeps executed copies and figures.", _demo)
+    m = add("demo", "Run the four notebooks headless (what `make demo` does); keeps executed copies and figures.",
+            _demo)
     m.add_argument("--out", type=Path, default=Path("runs/demo"))
     return p
 

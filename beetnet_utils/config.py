@@ -134,8 +134,12 @@ class ModelConfig:
     refine_steps: int = 0  # encode time: steps of L1 descent on z through the frozen decoder
     refine_lr: float = 0.05
     pca_shifts: tuple[int, ...] = ()  # pca_gru: fit the initial PCA also on copies moved ±s frames in time
-    envelope_dims: int = 0  # best, local: latent directions that start at the clip's smooth spectral envelope (local: at a latent of 256; smaller ones scale, model.LocalLayout)
-    local_channels: int = 0  # local: numbers per step along time at a latent of 256 (the rest / this = steps); a smaller latent keeps the steps, with fewer numbers each
+    # best, local: latent directions that start at the clip's smooth spectral envelope (local: at a latent of
+    # 256; smaller ones scale, model.LocalLayout)
+    envelope_dims: int = 0
+    # local: numbers per step along time at a latent of 256 (the rest / this = steps); a smaller latent keeps the
+    # steps, with fewer numbers each
+    local_channels: int = 0
     local_kernel: int = 24  # local: frames each step's pattern reaches
 
     def __post_init__(self) -> None:
@@ -154,7 +158,7 @@ class TrainConfig:
     betas: tuple[float, float] = (0.5, 0.999)
     grad_clip: float = 1.0
     seed: int = 0
-    amp: str = "auto"  # one of AMP_MODES. auto: float16 autocast + GradScaler on CUDA only; on: also bfloat16 on the CPU
+    amp: str = "auto"  # AMP_MODES. auto: float16 autocast + GradScaler on CUDA only; on: also bfloat16 on the CPU
     minutes: float | None = None  # this session's budget: stop cleanly after the epoch that crosses it; resume later
     budget_minutes: float | None = None  # the whole run's budget, summed over sessions: the cosine anneals over it
     weight_decay: float = 0.0  # AdamW decay on the non-linear correction (ours)
@@ -164,7 +168,7 @@ class TrainConfig:
     shift_mels: int = 0  # augmentation: ... and of mel bands in ±this (register)
     gain_db: float = 0.0  # augmentation: add to each clip a random gain in ±this many dB
     tilt_db: float = 0.0  # augmentation: tilt each clip's spectrum, lowest band to highest, by a random ±this dB
-    eq_db: float = 0.0  # augmentation: a random smooth EQ per clip, each of its EQ_ORDERS cosines over the bands ±this dB
+    eq_db: float = 0.0  # augmentation: a random smooth EQ per clip, each of its EQ_ORDERS cosines over the bands ±this
     schedule: str = "constant"  # or "cosine": anneal over the epochs (or budget_minutes, whichever ends first)
     lr_floor: float = 0.02  # cosine: the learning rate ends at this fraction of its start
     flux_weight: float = 0.0  # sharper onsets: also match the output's frame-to-frame differences (L1), this much
@@ -203,7 +207,7 @@ class Config:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "Config":
+    def from_dict(cls, d: dict[str, Any]) -> Config:
         if not isinstance(d, dict):
             raise ValueError(f"settings must be a JSON object of sections, not {type(d).__name__}")
         def make(kind, values: dict):  # JSON has lists where the dataclasses have tuples
@@ -223,13 +227,13 @@ class Config:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "Config":
+    def from_json(cls, text: str) -> Config:
         return cls.from_dict(json.loads(text))
 
     def hash(self) -> str:
         return stable_hash(self.to_dict())
 
-    def replace(self, **sections: Any) -> "Config":
+    def replace(self, **sections: Any) -> Config:
         """`cfg.replace(train={"epochs": 3})`: a copy with some fields of some sections changed."""
         changes = {}
         for name, values in sections.items():

@@ -25,9 +25,9 @@ import tarfile
 import unicodedata
 import zipfile
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -37,8 +37,19 @@ from tqdm.auto import tqdm
 
 from . import synth
 from .config import Config, DataConfig, FeatureConfig, stable_hash
-from .storage import (MARKERS, BeetNetError, NotRegularFileError, atomic_dir, beetnet_output, check_not_inside,
-                      claim_output, content_hash, disk_full_error, open_regular, recover)
+from .storage import (
+    MARKERS,
+    BeetNetError,
+    NotRegularFileError,
+    atomic_dir,
+    beetnet_output,
+    check_not_inside,
+    claim_output,
+    content_hash,
+    disk_full_error,
+    open_regular,
+    recover,
+)
 
 SOURCES = ("kaggle", "musicnet", "folder", "demo")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
@@ -274,7 +285,6 @@ def _write_recording(path: Path, staging: Path, rid: str, features: FeatureConfi
             fixes = ["scaled down (float samples beyond ±1)"] if scale != 1.0 else []
             mean = scan.mono_sum / scan.frames / scale
             clipped = mono_peak = mono_abs = dc = 0.0
-            mono = []
 
             def monos() -> Iterator[np.ndarray]:
                 nonlocal clipped, mono_peak, mono_abs, dc

@@ -75,7 +75,7 @@ class Baselines:
     db_range: tuple[float, float]
 
     @classmethod
-    def fit(cls, train_db: np.ndarray, k: int, db_range: tuple[float, float]) -> "Baselines":
+    def fit(cls, train_db: np.ndarray, k: int, db_range: tuple[float, float]) -> Baselines:
         return cls(train_db.mean(0), PCA.fit(train_db, k), db_range)
 
     def predict(self, x_db: np.ndarray) -> dict[str, np.ndarray]:

@@ -32,16 +32,16 @@ import itertools
 import json
 import math
 import mmap
-import platform
 import multiprocessing as mp
 import os
+import platform
 import signal
 import sys
 from collections import Counter, deque
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 import numpy as np
 import soundfile as sf
@@ -50,10 +50,19 @@ import torchaudio
 from tqdm.auto import tqdm
 
 from .config import DataConfig, FeatureConfig, stable_hash
-from .data import (BAD_NAME, MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason,
-                   valid_name)
-from .storage import (BeetNetError, file_digest, atomic_dir, atomic_write, check_not_inside, claim_output, content_hash,
-                      reader_lock, recover, writer_lock)
+from .data import BAD_NAME, MANIFEST, check_samples, list_clips, parse_clip_name, read_audio, silence_reason, valid_name
+from .storage import (
+    BeetNetError,
+    atomic_dir,
+    atomic_write,
+    check_not_inside,
+    claim_output,
+    content_hash,
+    file_digest,
+    reader_lock,
+    recover,
+    writer_lock,
+)
 
 SPLITS = ("train", "val", "test")
 CACHE_VERSION = 3  # 2: content-keyed, with checksums of mels.npy and index.csv; 3: and of meta.json itself
@@ -184,7 +193,8 @@ def _start_worker() -> None:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1: PR_SET_PDEATHSIG
 
 
-def preview(clips_dir: Path, features: FeatureConfig, n: int = 4) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+def preview(clips_dir: Path, features: FeatureConfig,
+            n: int = 4) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
     """The first clip of `n` different recordings: names, mel dB and waveforms."""
     first: dict[str, Path] = {}
     for p in list_clips(clips_dir):
@@ -591,7 +601,7 @@ class _MelWriter:
         self.file.write(header)
         self.file.close()
 
-    def __enter__(self) -> "_MelWriter":
+    def __enter__(self) -> _MelWriter:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -656,8 +666,8 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
         if not clips:
             raise BeetNetError(f"no {{recording}}_{{k}}.wav clips in {clips_dir}: run the download step first")
         feature_hash, identity = stable_hash(features), _clips_identity(clips)  # as the clips are before the read
-        split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction, "seed": data.split_seed}
-                        if split else {"all": "test"})
+        split_config = ({"val_fraction": data.val_fraction, "test_fraction": data.test_fraction,
+                         "seed": data.split_seed} if split else {"all": "test"})
         split_recs = ((lambda recs, same=None: split_recordings(recs, data, same)) if split
                       else (lambda recs, same=None: dict.fromkeys(recs, "test")))
         reason = _stale_reason(out, features, clips, identity, split_config)
@@ -729,11 +739,13 @@ def build_cache(clips_dir: Path, out: Path, features: FeatureConfig, data: DataC
                 "mels_hash": writer.hash.hexdigest()[:32], "features": dataclasses.asdict(features),
                 "feature_hash": feature_hash, "clips_hash": clips_hash.hexdigest()[:32],
                 "clips_dir": str(clips_dir), "split_config": split_config,
-                "stats": {"mean": mean, "std": std, "fitted_on": "train" if writer.train.count else "all (evaluation only)"},
+                "stats": {"mean": mean, "std": std,
+                          "fitted_on": "train" if writer.train.count else "all (evaluation only)"},
                 "skipped": dict(skipped), "skipped_files": skipped_files[:1000], "fixed": dict(fixed),
                 "shared_clips": {"copies": copies, "recordings": sorted(same)[:1000]},
                 "versions": {"python": platform.python_version(), "torch": torch.__version__,
-                             "torchaudio": torchaudio.__version__, "numpy": np.__version__, "soundfile": sf.__version__},
+                             "torchaudio": torchaudio.__version__, "numpy": np.__version__,
+                             "soundfile": sf.__version__},
             }
             meta["meta_hash"] = meta_digest(meta)
             (staging / "index.csv").write_bytes(index_bytes)

@@ -104,7 +104,7 @@ class GaussianPrior:
     chol: np.ndarray  # Cholesky factor of the covariance (ridged: few clips leave it rank-deficient)
 
     @classmethod
-    def fit(cls, z: np.ndarray, seed: int = 0) -> "GaussianPrior":
+    def fit(cls, z: np.ndarray, seed: int = 0) -> GaussianPrior:
         cov = np.cov(z.T) if len(z) > 1 else np.zeros((z.shape[1], z.shape[1]))
         return cls(z.mean(0), np.linalg.cholesky(cov + 1e-5 * np.eye(z.shape[1])))
 
@@ -121,7 +121,7 @@ class MixturePrior:
     chols: np.ndarray  # (k, latent, latent) Cholesky factors of the components' covariances
 
     @classmethod
-    def fit(cls, z: np.ndarray, seed: int = 0, components: int = 8) -> "MixturePrior":
+    def fit(cls, z: np.ndarray, seed: int = 0, components: int = 8) -> MixturePrior:
         k = max(1, min(components, len(z) // 50))  # a full covariance per component needs clips to fit
         from sklearn.mixture import GaussianMixture  # here, not at the top: scikit-learn takes 2 s to import
         m = GaussianMixture(k, covariance_type="full", reg_covar=1e-3, random_state=seed).fit(z)
@@ -141,7 +141,7 @@ class KernelPrior:
     bandwidth: np.ndarray  # per dimension
 
     @classmethod
-    def fit(cls, z: np.ndarray, seed: int = 0) -> "KernelPrior":
+    def fit(cls, z: np.ndarray, seed: int = 0) -> KernelPrior:
         n, d = z.shape
         silverman = (4 / (d + 2)) ** (1 / (d + 4)) * n ** (-1 / (d + 4))
         return cls(z.copy(), silverman * z.std(0))

@@ -2,8 +2,8 @@
 
 `original`, the specification's: Linear(n_mels -> proj) per frame, a GRU stack, z = its final hidden
 state (both directions merged by a Linear when bidirectional); then Linear(z -> hidden), repeated for
-every frame, a GRU stack, Linear(hidden -> n_mels) per frame. Ours: `pca_gru` (an earlier round's: a PCA-initialised linear
-path and a GRU correction) and `local` (the code as a short sequence along the clip, decoded by
+every frame, a GRU stack, Linear(hidden -> n_mels) per frame. Ours: `pca_gru` (an earlier round's: a
+PCA-initialised linear path and a GRU correction) and `local` (the code as a short sequence along the clip, decoded by
 weights shared along it, and a GRU); see their classes.
 
 Every model says what training needs through two methods (as nanoGPT's model owns
@@ -98,7 +98,7 @@ def gru_correction(cfg: ModelConfig, n_mels: int) -> tuple[nn.GRU, nn.Dropout, n
     return gru, nn.Dropout(cfg.dropout), out
 
 class PCAGRUAutoencoder(LinearAndCorrection):
-    """`pca_gru` (round 4's `best` preset): a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
+    """`pca_gru` (round 4's `best`): a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
 
     With ~45 training recordings the limit is generalisation, not capacity: models trained from
     scratch fit the training clips better and new recordings worse than PCA. So the linear path
@@ -164,7 +164,7 @@ class LocalLayout:
     steps: int
 
     @classmethod
-    def of(cls, cfg: ModelConfig) -> "LocalLayout":
+    def of(cls, cfg: ModelConfig) -> LocalLayout:
         """The layout for `cfg.latent_dim`. The preset's `envelope_dims` and `local_channels` lay out the full
         profile's code (ModelConfig's latent_dim, 256: 32 + 8 steps of 28), which fixes the number of steps.
         Another latent keeps those steps, scales each step's channels with it (rounded down) and gives the

@@ -1,8 +1,8 @@
 """Exact PCA: the linear autoencoder that is both a baseline and the starting point of the `best` model."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -17,7 +17,7 @@ class PCA:
 
     @classmethod
     def fit(cls, x: np.ndarray, k: int, shifts: tuple[int, ...] = (), fixed: np.ndarray | None = None,
-            chunk: int = 1024) -> "PCA":
+            chunk: int = 1024) -> PCA:
         """Exact PCA of `x` and, with `shifts`, of its copies moved ±s frames in time.
 
         `fixed` (f, d), orthonormal rows, are kept as the first f components, and PCA fills the other

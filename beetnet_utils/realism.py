@@ -26,8 +26,8 @@ prior), and two halves of one set (the floor that finite samples and few recordi
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Callable, Mapping
 
 import numpy as np
 
@@ -45,7 +45,7 @@ class FeatureSpace:
     scale: np.ndarray
 
     @classmethod
-    def fit(cls, reference_db: np.ndarray, mean: float, std: float, k: int = 64) -> "FeatureSpace":
+    def fit(cls, reference_db: np.ndarray, mean: float, std: float, k: int = 64) -> FeatureSpace:
         x = (np.asarray(reference_db, dtype=np.float32) - mean) / std
         pca = PCA.fit(x, min(k, len(x) - 1))  # centred, n clips span n - 1 directions: z-scores of the next blow up
         raw = cls._raw(x, pca)

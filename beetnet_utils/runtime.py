@@ -14,10 +14,10 @@ import sys
 import tarfile
 import tempfile
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Mapping
 
 import torch
 

@@ -11,19 +11,28 @@ import json
 import math
 import os
 import tempfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
-from .config import DEFAULT_PRESET, PROFILE_ENV, PRESETS, Config, get_config, with_preset
+from .config import DEFAULT_PRESET, PRESETS, PROFILE_ENV, Config, get_config, with_preset
 from .data import SOURCES, ClipFolder, describe, download
 from .distributed import in_torchrun, launch, processes
 from .evaluate import evaluate, evaluate_clips, save_report
 from .features import MelCache, build_cache, load_cache
 from .generate import generation_report, recorded
 from .run import Run, load_run
-from .runtime import (Environment, Paths, adopt_attached_runs, backup_cache, colab_secrets, detect, mount_drive,
-                      paths, restore_cache)
+from .runtime import (
+    Environment,
+    Paths,
+    adopt_attached_runs,
+    backup_cache,
+    colab_secrets,
+    detect,
+    mount_drive,
+    paths,
+    restore_cache,
+)
 from .storage import BeetNetError, atomic_write
 from .train import check_shares, train
 
@@ -44,7 +53,7 @@ class Steering:
     minutes: float | None = None
 
     @classmethod
-    def read(cls, environ: Mapping[str, str]) -> "Steering":
+    def read(cls, environ: Mapping[str, str]) -> Steering:
         def bad(name: str, wanted: str) -> BeetNetError:
             return BeetNetError(f"{name}={environ[name]!r} is not {wanted}: fix or unset it")
 

@@ -143,7 +143,7 @@ class Piano:
     hammer_noise: float = 0.02
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Piano":
+    def random(cls, rng: np.random.Generator) -> Piano:
         return cls(inharmonicity=float(rng.uniform(1e-4, 4e-4)), brightness=float(rng.uniform(0.8, 1.25)),
                    decay=float(rng.uniform(0.7, 1.3)), detune=float(rng.uniform(3e-4, 1.5e-3)),
                    hammer_noise=float(rng.uniform(0.01, 0.04)))

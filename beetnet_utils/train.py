@@ -32,9 +32,10 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -94,7 +95,7 @@ class Precision:
     dtype: torch.dtype
 
     @classmethod
-    def choose(cls, device: torch.device, mode: str) -> "Precision":
+    def choose(cls, device: torch.device, mode: str) -> Precision:
         if device.type == "cuda":
             return cls(mode != "off", torch.float16)
         return cls(mode == "on", torch.bfloat16)
@@ -337,8 +338,9 @@ def progress_bar(items: Iterable[T], total: int, what: str, shown: bool) -> Iter
     return tqdm(items, total=total, desc=what, leave=False) if shown else items
 
 
-def train_epoch(state: State, x: Resident | Streamed, order: torch.Tensor, epoch: int, tc: TrainConfig, precision: Precision,
-                bounds: tuple[float, float] | None, progress: bool, group: Group = SINGLE) -> float:
+def train_epoch(state: State, x: Resident | Streamed, order: torch.Tensor, epoch: int, tc: TrainConfig,
+                precision: Precision, bounds: tuple[float, float] | None, progress: bool,
+                group: Group = SINGLE) -> float:
     """One pass over `order` (this rank's share of the epoch's batches); returns the mean train L1 over every
     rank (without the flux term)."""
     clamp = clamp_to(bounds)
@@ -359,8 +361,8 @@ def train_epoch(state: State, x: Resident | Streamed, order: torch.Tensor, epoch
 
 
 @torch.no_grad()
-def validate(model: Autoencoder, x: Resident | Streamed, precision: Precision, bounds: tuple[float, float] | None = None,
-             batch: int = 256, group: Group = SINGLE) -> float:
+def validate(model: Autoencoder, x: Resident | Streamed, precision: Precision,
+             bounds: tuple[float, float] | None = None, batch: int = 256, group: Group = SINGLE) -> float:
     """Mean absolute error on standardised values over a whole split (the output clamped to `bounds`); each rank
     scores its share of the clips, and the sums are added up."""
     model.eval()
@@ -405,7 +407,8 @@ def default_resident_bytes(dev: torch.device, processes: int = 1) -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") // RESIDENT_FRACTION // processes
 
 
-def split_data(cache: MelCache, dev: torch.device, resident_bytes: int) -> tuple[Resident | Streamed, Resident | Streamed]:
+def split_data(cache: MelCache, dev: torch.device,
+               resident_bytes: int) -> tuple[Resident | Streamed, Resident | Streamed]:
     """The train and validation splits, standardised (float16 on CUDA): resident on the device when together
     they take at most `resident_bytes` there, else streamed from the cache."""
     dtype = torch.float16 if dev.type == "cuda" else torch.float32

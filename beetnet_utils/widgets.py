@@ -347,5 +347,6 @@ class InterpolateView:
                               f"{self.b.value} ({self.mode.value})</span><br>"
                               + _caption(["A", "the mix", "B"], self.cache.features.db_range))
         self.image.value = plots.panels_png([ends[0], mix, ends[1]], self.cache.features.db_range)
-        self.audio.value = wav_bytes(mel_to_audio(mix, self.cache.features, self.n_iter), self.cache.features.sample_rate)
+        features = self.cache.features
+        self.audio.value = wav_bytes(mel_to_audio(mix, features, self.n_iter), features.sample_rate)
         return mix

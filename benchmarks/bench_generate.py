@@ -40,8 +40,7 @@ sys.path.insert(0, str(ROOT))
 from beetnet_utils import load_cache, load_run  # noqa: E402
 from beetnet_utils.audio import mel_to_audio, round_trip  # noqa: E402
 from beetnet_utils.features import load_clip  # noqa: E402
-from beetnet_utils.generate import (PRIORS, decode_all, encode_all, fit_prior, generation_report,  # noqa: E402
-                                    realism_table, recorded)
+from beetnet_utils.generate import PRIORS, decode_all, encode_all, fit_prior, generation_report, realism_table, recorded  # noqa: E402
 
 
 def least_squares_griffin_lim(mel: torch.Tensor, f) -> np.ndarray:
@@ -118,8 +117,10 @@ def main() -> None:
     print("| inversion | LSD dB | spectral convergence | ms per clip |")
     print("|---|---:|---:|---:|")
     for label, render in [("least squares + Griffin-Lim 32 (before)", lambda m: least_squares_griffin_lim(m, f)),
-                          ("non-negative fit + Griffin-Lim 32 (fast, sliders)", lambda m: mel_to_audio(m, f, quality="fast")),
-                          ("non-negative fit + Griffin-Lim 100 (final)", lambda m: mel_to_audio(m, f, quality="final"))]:
+                          ("non-negative fit + Griffin-Lim 32 (fast, sliders)",
+                           lambda m: mel_to_audio(m, f, quality="fast")),
+                          ("non-negative fit + Griffin-Lim 100 (final)",
+                           lambda m: mel_to_audio(m, f, quality="final"))]:
         r = round_trip(waves, f, render)
         print(f"| {label} | {r['lsd_db']:.2f} | {r['spectral_convergence']:.3f} | {r['ms_per_clip']:.0f} |")
 

@@ -41,7 +41,8 @@ def write_recording(path: Path, minutes: float, sr: int) -> None:
     with sf.SoundFile(path, "w", sr, 1, subtype="PCM_16") as f:
         for m in range(math.ceil(minutes)):
             t = np.arange(int(sr * 60 * min(1.0, minutes - m))) / sr
-            f.write((0.3 * np.sin(2 * np.pi * (220 + 40 * m) * t) + 0.01 * rng.standard_normal(len(t))).astype(np.float32))
+            x = 0.3 * np.sin(2 * np.pi * (220 + 40 * m) * t) + 0.01 * rng.standard_normal(len(t))
+            f.write(x.astype(np.float32))
 
 
 def measure(script: str) -> tuple[int, float]:

@@ -35,7 +35,6 @@ def peak_mb() -> tuple[float, float]:
 
 
 def stage(name: str, clips: Path, work: Path) -> dict:
-    import numpy as np
     import soundfile as sf
     import torch
 
@@ -135,7 +134,8 @@ def main() -> None:
         mem = f"{mb:8.0f}" if mb is not None else "       -"
         return f"{label:<44} {secs:8.2f} {n / secs:10.0f} {mem}"
 
-    print(f"\n{n} clips, {recordings} demo recordings, 2 s at 16 kHz, {os.cpu_count()} cores, best of {args.repeat} runs")
+    print(f"\n{n} clips, {recordings} demo recordings, 2 s at 16 kHz, {os.cpu_count()} cores, "
+          f"best of {args.repeat} runs")
     print(f"{'stage':<44} {'seconds':>8} {'clips/s':>10} {'peak MB':>8}")
     print(row("(a) original: per-clip .pt + stats pass", r["original"]["seconds"], r["original"]["peak_mb"]))
     print(row("(b) ours: build_cache", r["ours"]["seconds"], r["ours"]["peak_mb"]))
@@ -144,7 +144,8 @@ def main() -> None:
     print(row("    mel only", r["floor_mel"]["seconds"], r["floor_mel"]["peak_mb"]))
     print(row("(d) load per-clip .pt files", r["load_pt"]["seconds"], r["load_pt"]["peak_mb"]))
     print(row("(d) load our cache (all clips' dB values)", r["load_ours"]["seconds"], r["load_ours"]["peak_mb"]))
-    print(row("    ... and standardise train to float32", r["load_ours_train"]["seconds"], r["load_ours_train"]["peak_mb"]))
+    standardise = r["load_ours_train"]
+    print(row("    ... and standardise train to float32", standardise["seconds"], standardise["peak_mb"]))
     print(f"\n(b) vs (a) end to end: {r['original']['seconds'] / r['ours']['seconds']:.1f}x faster (goal >= 3x)")
     print(f"(b) vs (c) floor: {r['ours']['seconds'] / floor:.2f}x the floor (goal <= 1.5x)")
     print(f"(d) cache load vs per-file load: {r['load_pt']['seconds'] / r['load_ours']['seconds']:.0f}x faster, "

@@ -127,7 +127,8 @@ def table(results: dict[int, dict]) -> str:
         get = lambda stage, key, fmt: (format(r[stage][key], fmt) if stage in r  # noqa: E731
                                        else "-".rjust(int(fmt.split(".")[0])))
         rows.append(f"{n:>7} {get('build', 'seconds', '8.1f')} {get('build', 'clips_per_s', '8.0f')} "
-                    f"{get('build', 'peak_mb', '9.0f')} {get('load', 'read_s', '7.2f')} {get('load', 'mapped_s', '9.3f')} "
+                    f"{get('build', 'peak_mb', '9.0f')} {get('load', 'read_s', '7.2f')} "
+                    f"{get('load', 'mapped_s', '9.3f')} "
                     f"{get('resident', 'samples_per_s', '11.0f')} {get('resident', 'peak_mb', '6.0f')} "
                     f"{get('streamed', 'samples_per_s', '11.0f')} {get('streamed', 'peak_mb', '6.0f')} "
                     f"{get('gloo', 'samples_per_s', '9.0f')}")

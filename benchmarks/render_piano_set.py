@@ -227,7 +227,8 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     (args.out / "manifest.json").write_text(json.dumps({"n_clips": len(manifest), "clips": manifest}))
-    print(json.dumps({"recordings": len(rows), "clips": len(manifest), "seconds": round(time.perf_counter() - started)}))
+    seconds = round(time.perf_counter() - started)
+    print(json.dumps({"recordings": len(rows), "clips": len(manifest), "seconds": seconds}))
 
 
 if __name__ == "__main__":

@@ -58,8 +58,8 @@ print(clips.summary())
 #
 # | where you run | put them | then set |
 # |---|---|---|
-# | Colab | in a folder on your Google Drive (`bn.start()` has mounted it) | `AUDIO_DIR = "/content/drive/MyDrive/my_piano"` |
-# | Kaggle | in a dataset, attached with *Add Input* | `AUDIO_DIR = "/kaggle/input/my-piano"` (the path the Input panel copies) |
+# | Colab | in a folder on your Google Drive (`bn.start()` mounts it) | `AUDIO_DIR = "/content/drive/MyDrive/piano"` |
+# | Kaggle | in a dataset, attached with *Add Input* | `AUDIO_DIR = "/kaggle/input/my-piano"` (the Input panel's path) |
 # | your machine | in any folder | `AUDIO_DIR = "/home/you/Music/piano"` (a relative path starts at this notebook) |
 #
 # Each file is a recording, cut into consecutive 2 s clips. The other sources: `kaggle` is the original's

@@ -155,7 +155,8 @@ bn.plots.grid({name: list(s) for name, s in samples.items()}, [f"{PRIOR} sample 
 
 # %%
 for name, s in samples.items():
-    display(Markdown(f"**{name}**, {PRIOR} sample 0"), Audio(bn.mel_to_audio(s[0], cache.features), rate=cache.features.sample_rate))
+    sound = bn.mel_to_audio(s[0], cache.features)
+    display(Markdown(f"**{name}**, {PRIOR} sample 0"), Audio(sound, rate=cache.features.sample_rate))
 
 # %% [markdown]
 # The first sample of each preset as sound, through the same inversion as the clip above.

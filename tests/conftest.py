@@ -7,10 +7,11 @@ import os
 if os.environ.get("PYTEST_XDIST_WORKER"):
     os.environ["OMP_NUM_THREADS"] = "1"  # this worker, and the kernels and commands its tests start
 
-import helpers
 import pytest
 
 from beetnet_utils import build_cache, download, get_config
+
+import helpers
 
 
 @pytest.fixture
@@ -18,6 +19,15 @@ def kaggle_port():
     """Kaggle's test port, 127.0.0.1:7777, for this test alone (helpers.kaggle_port)."""
     with helpers.kaggle_port():
         yield
+
+
+@pytest.fixture
+def offline_kaggle(kaggle_port, monkeypatch, tmp_path):
+    """kagglehub pointed at its TEST endpoint (localhost:7777) with nothing listening: no network at all."""
+    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kh"))
+    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
+    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
+    return tmp_path / "kh"
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,4 @@
-"""Small audio makers for tests, and the lock on Kaggle's test port."""
+"""Small audio makers for tests, kagglehub's cache layout, and the lock on Kaggle's test port."""
 from __future__ import annotations
 
 import contextlib
@@ -16,6 +16,14 @@ def tone(seconds: float, sr: int = SR, freq: float = 440.0, channels: int = 1, a
     t = np.arange(int(seconds * sr)) / sr
     x = (amp * np.sin(2 * np.pi * freq * t) * np.exp(-t)).astype(np.float32)
     return np.stack([x] * channels, axis=1) if channels > 1 else x
+
+
+def kaggle_cache(root: Path, owner: str, name: str, version: int) -> Path:
+    """The folder layout kagglehub itself writes after a completed download."""
+    files = root / "datasets" / owner / name / "versions" / str(version)
+    files.mkdir(parents=True)
+    (root / "datasets" / owner / name / f"{version}.complete").touch()
+    return files
 
 
 def write_wav(path, audio, sr: int = SR, subtype: str = "PCM_16"):

@@ -71,7 +71,8 @@ def kernel_manager(python: Path, folder: Path) -> AsyncKernelManager:
     (spec / "kernel.json").write_text(json.dumps({
         "argv": [str(python), "-m", "ipykernel_launcher", "-f", "{connection_file}"],
         "display_name": f"hosted ({python})", "language": "python"}))
-    return AsyncKernelManager(kernel_name="hosted", kernel_spec_manager=KernelSpecManager(kernel_dirs=[str(spec.parent)]))
+    specs = KernelSpecManager(kernel_dirs=[str(spec.parent)])
+    return AsyncKernelManager(kernel_name="hosted", kernel_spec_manager=specs)
 
 
 def outputs(nb) -> str:

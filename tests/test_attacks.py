@@ -25,16 +25,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from beetnet_utils import BeetNetError, build_cache, download, load_cache
-from beetnet_utils import storage
+from beetnet_utils import BeetNetError, build_cache, download, load_cache, storage
 from beetnet_utils.data import from_kaggle
 from beetnet_utils.features import load_clip
 from beetnet_utils.run import load_checkpoint
 from beetnet_utils.storage import atomic_write, claim_output
 
-from helpers import SR, tone, write_wav
+from helpers import SR, kaggle_cache, tone, write_wav
 from journey import tree
-from test_data import kaggle_cache, offline_kaggle  # noqa: F401  (a fixture: kagglehub at 127.0.0.1:7777)
 
 ROOT = Path(__file__).parents[1]
 quiet = dict(progress=False, log=lambda m: None)
@@ -411,7 +409,7 @@ def test_attack_clips_with_nan_inf_clipping_or_dc_are_skipped_by_the_cache(tmp_p
 # --- 4. never hang: network and special files -------------------------------------------------
 
 @pytest.fixture
-def mute_kaggle(offline_kaggle):  # noqa: F811
+def mute_kaggle(offline_kaggle):
     """A server at kagglehub's TEST address that accepts connections (the kernel completes them) and never answers."""
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -447,7 +445,7 @@ def failed_fetch(tmp_path: Path) -> pytest.ExceptionInfo:
 
 
 def test_attack_kaggle_server_that_accepts_and_never_answers_ends_within_the_bound(mute_kaggle, offline_kaggle,
-                                                                                   tmp_path):  # noqa: F811
+                                                                                   tmp_path):
     users_kaggle_cache(offline_kaggle)
     one_line(failed_fetch(tmp_path), "stopped answering", "nothing for 1 s", "try again later", "--source demo")
 
@@ -491,7 +489,7 @@ def small_zip(n: int = 4) -> bytes:
 
 
 @pytest.fixture
-def bad_kaggle(offline_kaggle):  # noqa: F811
+def bad_kaggle(offline_kaggle):
     BadKaggle.body, BadKaggle.release = small_zip(), threading.Event()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 7777), BadKaggle)
     server.daemon_threads = True
@@ -509,7 +507,7 @@ def bad_kaggle(offline_kaggle):  # noqa: F811
     ("notzip", "Unsupported archive type"),  # a captive portal's login page instead of the archive
 ])
 def test_attack_kaggle_download_that_stalls_breaks_or_arrives_damaged_is_one_line(bad_kaggle, offline_kaggle,
-                                                                                  tmp_path, mode, words):  # noqa: F811
+                                                                                  tmp_path, mode, words):
     bad_kaggle.mode = mode
     if mode == "notzip":
         bad_kaggle.body = b"<html>a captive portal login page</html>" * 100
@@ -543,14 +541,14 @@ def json_server(port: int, status: int, payload: dict):
         server.server_close()
 
 
-def test_attack_kaggle_credentials_refused_says_none_are_needed(offline_kaggle, tmp_path):  # noqa: F811
+def test_attack_kaggle_credentials_refused_says_none_are_needed(offline_kaggle, tmp_path):
     users_kaggle_cache(offline_kaggle)
     with json_server(7777, 401, {"code": 401, "message": "bad token"}):
         e = failed_fetch(tmp_path)
     one_line(e, "needs no credentials: unset KAGGLE_API_TOKEN", "kagglehub.login()", "use --source demo")
 
 
-def test_attack_kaggle_notebook_data_proxy_reporting_a_failure_is_one_line(offline_kaggle, tmp_path,  # noqa: F811
+def test_attack_kaggle_notebook_data_proxy_reporting_a_failure_is_one_line(offline_kaggle, tmp_path,
                                                                              monkeypatch):
     """Inside a Kaggle notebook kagglehub asks the notebook's data proxy; a BackendError comes back."""
     with json_server(0, 200, {"wasSuccessful": False, "error": "quota"}) as port:
@@ -563,7 +561,7 @@ def test_attack_kaggle_notebook_data_proxy_reporting_a_failure_is_one_line(offli
     one_line(e, "Kaggle reported an error", "quota", "try again later", "or use --source demo")
 
 
-def test_attack_out_inside_the_kagglehub_cache_is_refused_and_it_is_untouched(offline_kaggle, tmp_path):  # noqa: F811
+def test_attack_out_inside_the_kagglehub_cache_is_refused_and_it_is_untouched(offline_kaggle, tmp_path):
     files = kaggle_cache(offline_kaggle, "alexzyukov", "beethoven", 1)
     clip_folder(files / "beethoven", recs=("2614",))
     before = tree(tmp_path)
@@ -645,7 +643,7 @@ def test_attack_disk_full_while_writing_clips_says_so_and_the_old_folder_stays(t
     assert tree(tmp_path / "clips") == old
 
 
-def test_attack_disk_full_while_downloading_from_kaggle_says_so(bad_kaggle, offline_kaggle, tmp_path):  # noqa: F811
+def test_attack_disk_full_while_downloading_from_kaggle_says_so(bad_kaggle, offline_kaggle, tmp_path):
     bad_kaggle.mode = "ok"
     users_kaggle_cache(offline_kaggle)
     before = tree(tmp_path, KAGGLE_DOWNLOAD)
@@ -789,8 +787,8 @@ def test_attack_ctrl_c_during_training_is_one_line_exit_130_and_resumes_from_las
 
 def test_attack_disk_full_while_writing_a_checkpoint_says_so_and_keeps_the_last_one(tmp_path, smoke_cache):
     """RLIMIT_FSIZE between the first checkpoint's size and twice it: epoch 1 fits, later ones do not."""
-    from beetnet_utils.train import train
     from beetnet_utils import get_config
+    from beetnet_utils.train import train
 
     run = tmp_path / "run"
     train(smoke_cache, run, get_config("smoke").replace(train={"epochs": 1}), **quiet)

@@ -19,7 +19,8 @@ import numpy as np
 import pytest
 import torch
 
-from beetnet_utils import BeetNetError, build_cache, download, load_cache, session as sessions
+from beetnet_utils import BeetNetError, build_cache, download, load_cache
+from beetnet_utils import session as sessions
 from beetnet_utils.audio import mel_to_audio, save_wav
 from beetnet_utils.run import load_run
 from beetnet_utils.storage import writer_lock

@@ -10,8 +10,16 @@ import torch
 import torchaudio
 
 from beetnet_utils import mel_db
-from beetnet_utils.audio import (QUALITY, listen, listen_runs, log_spectral_distance, mel_to_audio, mel_to_linear,
-                                 round_trip, spectral_convergence)
+from beetnet_utils.audio import (
+    QUALITY,
+    listen,
+    listen_runs,
+    log_spectral_distance,
+    mel_to_audio,
+    mel_to_linear,
+    round_trip,
+    spectral_convergence,
+)
 from beetnet_utils.features import load_clip
 from beetnet_utils.pca import PCA
 

@@ -4,8 +4,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from beetnet_utils.augment import (EQ, EQ_ORDERS, Augment, Gain, MelShift, TimeShift, Tilt, add_gain, equalise,
-                                   shift_mel, tilt)
+from beetnet_utils.augment import (
+    EQ,
+    EQ_ORDERS,
+    Augment,
+    Gain,
+    MelShift,
+    Tilt,
+    TimeShift,
+    add_gain,
+    equalise,
+    shift_mel,
+    tilt,
+)
 
 STD = 14.0  # a dB std like the piano set's
 

@@ -18,7 +18,8 @@ import sys
 import pytest
 import torch
 
-from beetnet_utils import download, get_config, runtime, session as sessions
+from beetnet_utils import download, get_config, runtime
+from beetnet_utils import session as sessions
 from beetnet_utils.config import DEFAULT_PRESET
 
 from helpers import kaggle_port
@@ -123,7 +124,8 @@ def drive_the_views(compare, walk, run, cache) -> dict:
     image, sound, refined_on[:] = compare.image.value, compare.recon_audio.value, []
     compare.clip.value = 3  # refined ahead by the worker: the move only draws
     x = cache.mels[compare.current()].astype(np.float32)
-    facts["slider"] = {"image changed": compare.image.value != image, "sound changed": compare.recon_audio.value != sound,
+    facts["slider"] = {"image changed": compare.image.value != image,
+                       "sound changed": compare.recon_audio.value != sound,
                        "readout": compare.readout.value, "clip": cache.names[compare.current()],
                        "l1": float(np.abs(reconstruct(x).numpy() - x).mean() / run.stats["std"]),
                        "refined on": refined_on[:]}
@@ -248,7 +250,8 @@ def colab_here(monkeypatch, tmp_path):
     monkeypatch.syspath_prepend(str(STANDINS))
     monkeypatch.delenv("BEETNET_HOME", raising=False)  # it would take precedence over Colab's folders
     for name, value in {"COLAB_RELEASE_TAG": "release-x", "BEETNET_CONTENT_ROOT": str(tmp_path / "content"),
-                        "COLAB_STANDIN_DRIVE": str(tmp_path / "drive"), "COLAB_STANDIN_LOG": str(tmp_path / "calls.log"),
+                        "COLAB_STANDIN_DRIVE": str(tmp_path / "drive"),
+                        "COLAB_STANDIN_LOG": str(tmp_path / "calls.log"),
                         "COLAB_STANDIN_SECRETS": str(tmp_path / "secrets.json")}.items():
         monkeypatch.setenv(name, value)
     (tmp_path / "drive").mkdir()

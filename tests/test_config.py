@@ -14,7 +14,8 @@ def test_full_profile_is_the_specification():
     assert (f.sample_rate, f.clip_seconds, f.n_fft, f.hop_length, f.n_mels, f.power) == (16000, 2.0, 2048, 512, 96, 1.0)
     assert (f.db_min, f.db_max, f.silence_threshold) == (-40.0, 60.0, 1e-3)
     assert (f.n_mels, f.n_frames) == (96, 63)
-    assert (m.proj_dim, m.latent_dim, m.dec_hidden, m.enc_layers, m.dec_layers, m.bidirectional) == (256, 256, 256, 2, 2, True)
+    assert (m.proj_dim, m.latent_dim, m.dec_hidden, m.enc_layers, m.dec_layers, m.bidirectional) == (
+        256, 256, 256, 2, 2, True)
     assert (t.batch_size, t.epochs, t.lr, t.betas, t.grad_clip) == (32, 50, 1e-3, (0.5, 0.999), 1.0)
 
 
@@ -46,7 +47,8 @@ def test_json_round_trip(name):
 
 def test_hash_is_stable_across_processes_and_sensitive_to_every_change():
     here = get_config("full").hash()
-    there = subprocess.run([sys.executable, "-c", "from beetnet_utils import get_config; print(get_config('full').hash())"],
+    script = "from beetnet_utils import get_config; print(get_config('full').hash())"
+    there = subprocess.run([sys.executable, "-c", script],
                            capture_output=True, text=True, check=True, cwd=Path(__file__).parents[1]).stdout.strip()
     assert here == there
     c = get_config("full")

@@ -16,7 +16,7 @@ import soundfile as sf
 from beetnet_utils import BeetNetError, download, get_config, list_clips
 from beetnet_utils.data import from_kaggle, from_musicnet, parse_clip_name
 
-from helpers import SR, tone, write_wav
+from helpers import SR, kaggle_cache, tone, write_wav
 
 
 def assert_kaggle_layout(folder: Path, min_clips: int = 1) -> list[Path]:
@@ -80,23 +80,6 @@ def test_empty_folder_and_missing_audio_dir_are_one_line_errors(tmp_path, smoke)
 
 
 # --- Kaggle, for real, against local stand-ins ------------------------------------------------
-
-def kaggle_cache(root: Path, owner: str, name: str, version: int) -> Path:
-    """The folder layout kagglehub itself writes after a completed download."""
-    files = root / "datasets" / owner / name / "versions" / str(version)
-    files.mkdir(parents=True)
-    (root / "datasets" / owner / name / f"{version}.complete").touch()
-    return files
-
-
-@pytest.fixture
-def offline_kaggle(kaggle_port, monkeypatch, tmp_path):
-    """kagglehub pointed at its TEST endpoint (localhost:7777) with nothing listening: no network at all."""
-    monkeypatch.setenv("KAGGLEHUB_CACHE", str(tmp_path / "kh"))
-    monkeypatch.setenv("KAGGLE_API_ENVIRONMENT", "TEST")
-    monkeypatch.delenv("COLAB_RELEASE_TAG", raising=False)
-    return tmp_path / "kh"
-
 
 def test_kaggle_source_reads_a_prefilled_cache_without_network_or_writing_to_it(offline_kaggle, tmp_path, smoke):
     files = kaggle_cache(offline_kaggle, "alexzyukov", "beethoven", 1)
@@ -185,7 +168,8 @@ def test_unpinned_handle_asks_the_server_for_the_version(fake_kaggle, tmp_path):
     assert fake_kaggle.seen == ["GetDataset", "DownloadDataset"]
 
 
-@pytest.mark.parametrize("status, words", [(404, "was not found"), (403, "is forbidden"), (401, "needs Kaggle credentials")])
+@pytest.mark.parametrize("status, words", [(404, "was not found"), (403, "is forbidden"),
+                                           (401, "needs Kaggle credentials")])
 def test_kaggle_http_errors_are_one_line(fake_kaggle, tmp_path, status, words):
     fake_kaggle.status = status
     with pytest.raises(BeetNetError, match=words) as e:

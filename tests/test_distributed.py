@@ -65,7 +65,8 @@ def test_two_processes_reach_the_weights_of_one_with_the_same_global_batch(tmp_p
     gap = max(float((a["model"][k] - b["model"][k]).abs().max()) for k in a["model"])
     assert gap < WEIGHT_TOLERANCE, gap
     for x, y in zip(one, b["history"], strict=True):
-        assert x["train_l1"] == pytest.approx(y["train_l1"], rel=1e-5) and x["val_l1"] == pytest.approx(y["val_l1"], rel=1e-5)
+        assert x["train_l1"] == pytest.approx(y["train_l1"], rel=1e-5)
+        assert x["val_l1"] == pytest.approx(y["val_l1"], rel=1e-5)
 
 
 def parents() -> dict[int, int]:
@@ -94,8 +95,8 @@ def rank_process(root: int, rank: int) -> int:
 def test_a_rank_killed_mid_epoch_stops_the_job_in_one_line_and_the_run_resumes_exactly(tmp_path, smoke_cache):
     straight, run = tmp_path / "straight", tmp_path / "run"
     two_processes(straight, smoke_cache.path, "best")
-    proc = subprocess.Popen(cli(smoke_cache.path, run, "best"), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+    proc = subprocess.Popen(cli(smoke_cache.path, run, "best"), cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
     victim = None
     for line in proc.stdout:
         if line.startswith("training on"):

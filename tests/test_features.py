@@ -1,7 +1,6 @@
 """Features exactly as specified, bad input counted, the cache reused only when it is valid."""
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -11,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import soundfile as sf
 import torch
 import torchaudio
 

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from beetnet_utils import BeetNetError, download, get_config, runtime, session as sessions
+from beetnet_utils import BeetNetError, download, get_config, runtime
+from beetnet_utils import session as sessions
 from beetnet_utils.config import DEFAULT_PRESET
 
 from journey import code_repository, run_notebook, tree

@@ -30,7 +30,8 @@ def test_pair_is_in_sync(nb):
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)
 def test_committed_without_outputs(nb):
     cells = json.loads(nb.read_text())["cells"]
-    dirty = [i for i, c in enumerate(cells) if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
+    dirty = [i for i, c in enumerate(cells)
+             if c["cell_type"] == "code" and (c.get("outputs") or c.get("execution_count"))]
     assert not dirty, f"{nb.name} holds outputs in cells {dirty}: jupyter nbconvert --clear-output --inplace {nb}"
 
 
@@ -74,4 +75,4 @@ def test_each_notebook_opens_with_at_most_15_lines_of_markdown(nb):
     cells = json.loads(nb.read_text())["cells"]
     first_code = next(i for i, c in enumerate(cells) if c["cell_type"] == "code")
     opening = [line for c in cells[:first_code] for line in "".join(c["source"]).splitlines() if line.strip()]
-    assert opening and len(opening) <= 15, f"{nb.name} opens with {len(opening)} lines of markdown before its first cell"
+    assert opening and len(opening) <= 15, f"{nb.name} opens with {len(opening)} lines of markdown before a cell"

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from beetnet_utils import BeetNetError, build_cache, load_run, run_summary, session as sessions
+from beetnet_utils import BeetNetError, build_cache, load_run, run_summary
+from beetnet_utils import session as sessions
 from beetnet_utils.run import CHECKPOINT_FORMAT, ForeignCheckpoint, load_checkpoint
 from beetnet_utils.train import train
 
@@ -66,7 +67,8 @@ def test_checkpoints_hold_plain_data_only_and_load_with_the_safe_unpickler(train
     for name in ("last.pt", "best.pt"):
         ckpt = torch.load(trained / name, weights_only=True)
         assert ckpt["format"] == CHECKPOINT_FORMAT and isinstance(ckpt["config"], dict)
-        assert all(torch.is_tensor(v) for v in ckpt["rng"]["augment"].values()) and torch.is_tensor(ckpt["rng"]["torch"])
+        assert all(torch.is_tensor(v) for v in ckpt["rng"]["augment"].values())
+        assert torch.is_tensor(ckpt["rng"]["torch"])
 
 
 @pytest.mark.parametrize("names", [("last.pt", "best.pt"), ("best.pt",), ("last.pt",)])
@@ -74,7 +76,8 @@ def test_hostile_checkpoint_through_the_api_is_refused_in_one_line_and_never_run
     run, marker = hostile(trained, tmp_path, names)
     before = tree(tmp_path)
     poisoned = [n.removesuffix(".pt") for n in names]
-    loads = [*(lambda w=w: load_run(run, w) for w in poisoned), *(lambda w=w: load_checkpoint(run, w) for w in poisoned),
+    loads = [*(lambda w=w: load_run(run, w) for w in poisoned),
+             *(lambda w=w: load_checkpoint(run, w) for w in poisoned),
              *([lambda: run_summary(run)] if "last" in poisoned else [])]
     for load in loads:  # never skipped for the other checkpoint: a hostile file is refused, not worked around
         with pytest.raises(ForeignCheckpoint) as exc:
@@ -374,6 +377,7 @@ def test_near_silence_of_dither_is_skipped_not_blown_up_to_full_scale(tmp_path, 
     import numpy as np
 
     from beetnet_utils.features import load_clip
+
     from helpers import write_wav
 
     lsb = np.random.default_rng(0).choice([-1, 1], 32000).astype(np.float32) / 32768
@@ -459,7 +463,8 @@ def peak_memory_of_cutting(recording: Path, out: Path) -> int:
     from test_attacks import ROOT
 
     script = (f"import resource\nfrom beetnet_utils import get_config\nfrom beetnet_utils.data import from_folder\n"
-              f"c = from_folder({str(recording.parent)!r}, {str(out)!r}, get_config('smoke').features, progress=False)\n"
+              f"c = from_folder({str(recording.parent)!r}, {str(out)!r}, get_config('smoke').features,"
+              f" progress=False)\n"
               f"print(c.clips, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
     r = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]

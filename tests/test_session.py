@@ -5,9 +5,10 @@ import shutil
 
 import numpy as np
 
-from beetnet_utils import runtime, session as sessions
-from beetnet_utils.config import DEFAULT_PRESET
+from beetnet_utils import runtime
+from beetnet_utils import session as sessions
 from beetnet_utils.cli import parser
+from beetnet_utils.config import DEFAULT_PRESET
 
 
 def test_start_picks_demo_locally_and_respects_the_kernels_environment(tmp_path, capsys):
@@ -16,7 +17,8 @@ def test_start_picks_demo_locally_and_respects_the_kernels_environment(tmp_path,
     assert "profile:    demo" in capsys.readouterr().out
     assert sessions.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PROFILE": "smoke"}).config.profile == "smoke"
     assert s.preset == "best" and s.run_dir() == tmp_path / "runs" / "demo-best"
-    other = sessions.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PRESET": "original", "BEETNET_MINUTES": "2.5"})
+    other = sessions.start(environ={"BEETNET_HOME": str(tmp_path), "BEETNET_PRESET": "original",
+                                    "BEETNET_MINUTES": "2.5"})
     assert other.run_dir().name == "demo-original" and other.minutes == 2.5
 
 

@@ -17,6 +17,7 @@ from beetnet_utils import BeetNetError, get_config, load_cache, with_preset
 from beetnet_utils.model import build_model, count_parameters
 from beetnet_utils.run import load_checkpoint, load_run
 from beetnet_utils.train import objective, train
+
 from helpers import smoke_preset
 
 ROOT = Path(__file__).parents[1]
@@ -93,7 +94,7 @@ EVERY_MOVE = {"shift_mels": 2, "gain_db": 3.0, "tilt_db": 3.0, "eq_db": 2.0, "fl
 
 
 @pytest.mark.parametrize("preset,moves", [("original", {}), ("best", {}), ("pca_gru", EVERY_MOVE), ("local", {})],
-                         ids=["original", "best", "pca_gru-every-move", "local"])  # dropout and random moves, all resumed
+                         ids=["original", "best", "pca_gru-every-move", "local"])  # dropout, random moves: all resumed
 def test_resume_is_exactly_equivalent_to_training_straight_through(tmp_path, smoke, smoke_cache, preset, moves):
     cfg = smoke_preset(smoke, preset).replace(model={"refine_steps": 0}, train=moves)
     two = cfg.replace(train={"epochs": 2})
@@ -245,7 +246,8 @@ def test_load_run_round_trip_in_db(tmp_path, smoke, smoke_cache):
     rec = run.reconstruct(mel)
     assert rec.shape == mel.shape and rec.min() >= -40 and rec.max() <= 60
     assert torch.allclose(run.decode(z), rec)
-    expected = run.model(torch.as_tensor((mel - smoke_cache.mean) / smoke_cache.std)) * smoke_cache.std + smoke_cache.mean
+    standardised = torch.as_tensor((mel - smoke_cache.mean) / smoke_cache.std)
+    expected = run.model(standardised) * smoke_cache.std + smoke_cache.mean
     assert torch.allclose(rec, expected.detach().clamp(-40, 60), atol=1e-4)
     assert run.stats == {"mean": smoke_cache.mean, "std": smoke_cache.std}
     with pytest.raises(BeetNetError, match="no checkpoint"):
