@@ -42,9 +42,10 @@ NOTEBOOKS := notebooks/01_download.ipynb notebooks/02_preprocess_cache.ipynb \
 browser:
 	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
 
-# The tests: units, the browser test, every notebook in real kernels (tests/test_pipeline.py runs them
-# through make demo's driver on the smoke profile, every branch; test_colab.py and test_kaggle.py in the
-# hosted runtimes' stand-ins), after ruff's lint (pyproject.toml), then the four notebooks under nbmake on the smoke profile (the design card's CI).
+# The tests: ruff's lint first (pyproject.toml), then units, the browser test, every notebook in real kernels
+# (tests/test_pipeline.py runs them through make demo's driver on the smoke profile, every branch; test_colab.py
+# and test_kaggle.py in the hosted runtimes' stand-ins), then the four notebooks under nbmake on the smoke
+# profile (the design card's CI).
 # Two pytest-xdist workers, one torch thread each (tests/conftest.py): most tests wait on a process or
 # a kernel starting, so two at a time halve the wall time; the tests of Kaggle's fixed port take turns.
 test: setup colab-venv browser
