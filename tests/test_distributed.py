@@ -145,3 +145,45 @@ def test_a_failed_job_is_said_in_the_ranks_own_line_else_in_torchruns_root_cause
     assert failure("warning\nerror: the run folder is being written by process 12\n" + report, 1) == \
         "the run folder is being written by process 12"
     assert failure("nothing useful", 7) == "torchrun exited with code 7"
+
+
+def test_when_torchrun_itself_is_killed_its_ranks_stop_and_the_line_says_so(tmp_path, smoke_cache):
+    """kill -9 of torchrun's agent cannot be passed on by it: the kernel stops its ranks (PR_SET_PDEATHSIG),
+    cleanly, and the launcher's one line says what happened and how to continue."""
+    import time
+
+    run = tmp_path / "run"
+    args = cli(smoke_cache.path, run, "original")
+    args[args.index("--epochs") + 1] = "500"
+    proc = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("epoch 1:"):
+            break
+    ranks = [rank_process(proc.pid, r) for r in (0, 1)]
+    agent = parents()[ranks[0]]
+    os.kill(agent, signal.SIGKILL)
+    _, err = proc.communicate(timeout=120)
+    deadline = time.time() + 60
+    while any(Path(f"/proc/{pid}").exists() for pid in ranks) and time.time() < deadline:
+        time.sleep(0.2)
+    left = [pid for pid in ranks if Path(f"/proc/{pid}").exists()]
+    for pid in left:  # never leave them training behind the test
+        os.kill(pid, signal.SIGKILL)
+    assert not left, "the ranks trained on without torchrun"
+    assert proc.returncode == 2 and err.count("\n") == 1, err
+    assert err.startswith("error: torchrun was killed by SIGKILL, and its ranks were stopped with it"), err
+    assert load_checkpoint(run)["epoch"] >= 1  # what they had written is intact
+
+
+def test_a_run_folder_that_starts_with_a_dash_reaches_the_ranks_as_one_argument(tmp_path, smoke_cache, monkeypatch):
+    """`--run=-x` is one folder: handed on as `--run=PATH`, never as `--run` and `-x`."""
+    from beetnet_utils import session as sessions
+    from beetnet_utils.cli import parser
+
+    handed = []
+    monkeypatch.setattr(sessions, "launch", lambda procs, args: handed.append(args))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError):  # nothing trained: the stand-in launcher wrote no history.json
+        for_folders("smoke", cache=smoke_cache.path).train("original", Path("-x"), device="cpu", gpus=2)
+    args = parser().parse_args(handed[0])
+    assert args.run == Path("-x") and args.cache == smoke_cache.path and args.gpus == "2" and args.settings
