@@ -139,3 +139,27 @@ def test_listen_gives_the_file_its_oracle_and_each_reconstruction(smoke_cache):
         assert np.array_equal(both[name], mel_to_audio(run.reconstruct(mel), f, n_iter=8, quality="final"))
     assert all(w.shape == (f.clip_samples,) for w in both.values())
     assert not np.array_equal(both["original"], both["pca16"])
+
+
+def test_each_quality_uses_its_own_mel_fit_and_griffin_lim_iterations():
+    """"final" is QUALITY's mel-fit iterations, then its Griffin-Lim's: neither taken from "fast"."""
+    import torchaudio
+
+    from beetnet_utils import FeatureConfig, mel_to_audio
+    from beetnet_utils.audio import QUALITY, mel_to_linear
+
+    f = FeatureConfig()
+    mel = np.random.default_rng(0).uniform(-30, 40, (f.n_mels, f.n_frames)).astype(np.float32)
+    amplitude = torch.pow(10.0, torch.from_numpy(mel) / 20.0)
+
+    def by_hand(mel_iters: int, gl_iters: int) -> np.ndarray:
+        gl = torchaudio.transforms.GriffinLim(n_fft=f.n_fft, hop_length=f.hop_length, power=f.power, n_iter=gl_iters,
+                                              length=f.clip_samples, rand_init=False)
+        return gl(mel_to_linear(amplitude, f, mel_iters)).numpy()
+
+    (fast_mel, fast_gl), (final_mel, final_gl) = QUALITY["fast"], QUALITY["final"]
+    assert fast_mel != final_mel and fast_gl != final_gl
+    final = mel_to_audio(mel, f, quality="final")
+    np.testing.assert_allclose(final, by_hand(final_mel, final_gl), atol=1e-5)
+    assert np.abs(final - by_hand(fast_mel, final_gl)).max() > 1e-3  # the mel fit's iterations matter
+    np.testing.assert_allclose(mel_to_audio(mel, f, quality="fast"), by_hand(fast_mel, fast_gl), atol=1e-5)

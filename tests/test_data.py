@@ -196,3 +196,13 @@ def test_musicnet_source_keeps_beethoven_solo_piano_and_cuts_consecutive_clips(o
     assert_kaggle_layout(out.path)
     joined = np.concatenate([sf.read(out.path / f"2303_{k}.wav", dtype="float32")[0] for k in range(3)])
     np.testing.assert_allclose(joined, source[: 3 * 2 * SR], atol=1 / 32768)  # consecutive, in order, no overlap
+
+
+def test_recording_ids_keep_underscores_and_name_their_clips(tmp_path, smoke):
+    """A file named moonlight_sonata_1.wav is the recording moonlight_sonata_1: its clips parse back to it."""
+    write_wav(tmp_path / "in" / "moonlight_sonata_1.wav", tone(4.5))
+    write_wav(tmp_path / "in" / "op 27 no 2.wav", tone(4.5, freq=330))
+    out = download("folder", tmp_path / "clips", smoke, audio_dir=tmp_path / "in", progress=False)
+    assert sorted(out.recordings) == ["moonlight_sonata_1", "op-27-no-2"]
+    assert sorted(parse_clip_name(p.name) for p in list_clips(out.path)) == [
+        ("moonlight_sonata_1", 0), ("moonlight_sonata_1", 1), ("op-27-no-2", 0), ("op-27-no-2", 1)]

@@ -328,3 +328,16 @@ def test_prefetch_keeps_the_order_stops_with_its_loop_and_raises_its_errors():
     with pytest.raises(ValueError, match="clip 2 is unreadable"):
         got.extend(int(x) for x in prefetch(broken, range(5)))
     assert got == [0, 1]
+
+
+def test_load_run_takes_best_pt_unless_told_last(tmp_path, smoke, smoke_cache):
+    """By validation L1, as the README says: best.pt, even when last.pt is newer."""
+    import shutil
+
+    run = tmp_path / "run"
+    cfg = with_preset(smoke, "original")
+    train(smoke_cache, run, cfg.replace(train={"epochs": 1}), progress=False, log=lambda m: None)
+    first = shutil.copyfile(run / "best.pt", tmp_path / "epoch1.pt")
+    train(smoke_cache, run, cfg.replace(train={"epochs": 2}), progress=False, log=lambda m: None)
+    shutil.copyfile(first, run / "best.pt")  # as if epoch 2 had scored worse
+    assert load_run(run).epoch == 1 and load_run(run, "best").epoch == 1 and load_run(run, "last").epoch == 2
