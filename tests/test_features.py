@@ -308,3 +308,15 @@ def test_split_recordings_takes_its_fractions_of_recordings_and_keeps_shared_one
     assert Counter(joined[r] for r in ["r00", *recs[10:]]) == {"train": 9, "test": 1, "val": 1}  # of 11 groups
     with pytest.raises(BeetNetError, match="only 2 recording"):
         split_recordings(recs[:3], DataConfig(), {"r01": "r00"})
+
+
+def test_short_clips_are_padded_at_the_end_from_half_a_clip_and_skipped_below(tmp_path, smoke):
+    x = (0.5 * np.sin(np.arange(2 * SR) / 7)).astype(np.float32)
+    half = write_wav(tmp_path / "1_0.wav", x[:SR], subtype="FLOAT")  # exactly min_clip_fraction of 2 s: kept
+    wav, reason, fixes = load_clip(half, smoke.features)
+    assert reason is None and fixes == ["zero-padded to 2 s"] and wav.numel() == 2 * SR
+    np.testing.assert_allclose(wav[:SR].numpy(), x[:SR] / np.abs(x[:SR]).max(), atol=1e-6)  # the clip, then zeros
+    assert float(wav[SR:].abs().max()) == 0.0
+    for n in (SR - 1, 1):
+        _, reason, _ = load_clip(write_wav(tmp_path / f"2_{n}.wav", x[:n], subtype="FLOAT"), smoke.features)
+        assert reason == "too short (< 1 s)"

@@ -343,3 +343,71 @@ def test_another_sample_rate_is_resampled_to_16_khz_and_stereo_mixed_to_mono(tmp
     assert reason is None and wav.shape == (SAMPLES,)
     torch.testing.assert_close(wav, mono / mono.abs().max(), atol=1e-6, rtol=0)
     assert fixes == ["down-mixed to mono", "resampled from 44100 Hz"]
+
+
+# --- what mutation testing found unpinned (make mutants) ------------------------------------------
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_z_comes_from_the_top_layer_whatever_the_depth(bidirectional):
+    """With three layers, the top layer's final states are not the second's: index from the top."""
+    torch.manual_seed(0)
+    model = build_model(original(bidirectional=bidirectional, enc_layers=3)).eval()
+    x = torch.randn(2, N_MELS, FRAMES)
+    with torch.no_grad():
+        out, _ = model.encoder(model.proj(x.transpose(1, 2)))
+        top = (model.merge(torch.cat([out[:, -1, :WIDTH], out[:, 0, WIDTH:]], dim=-1)) if bidirectional
+               else out[:, -1])
+        torch.testing.assert_close(model.encode(x), top, atol=1e-6, rtol=1e-6)
+
+
+def test_the_optimizer_takes_the_learning_rate_it_is_given():
+    """Not Adam's default, which happens to be the specification's 1e-3."""
+    model = build_model(original())
+    opt = model.configure_optimizers(dataclasses.replace(original().train, lr=2e-3))
+    assert [g["lr"] for g in opt.param_groups] == [2e-3] and opt.param_groups[0]["betas"] == (0.5, 0.999)
+
+
+def test_the_silence_rule_is_relative_to_the_peak_and_a_dc_offset_is_no_sound():
+    from beetnet_utils.data import silence_reason
+
+    rng = np.random.default_rng(0)
+    music = rng.standard_normal(SAMPLES).astype(np.float32)
+    spike = np.r_[1.0, np.full(SAMPLES - 1, 0.9e-3)].astype(np.float32)  # mean/peak just under 1e-3
+    for scale in (1.0, 0.05, 20.0):  # the same answer at any level
+        assert silence_reason(scale * music, 1e-3) is None
+        assert silence_reason(scale * spike, 1e-3) == "silent"
+    offset = (0.5 + 1e-5 * rng.standard_normal(SAMPLES)).astype(np.float32)
+    assert silence_reason(offset, 1e-3) == "constant (DC offset, no sound)"
+    assert silence_reason(offset - 0.5 + 0.1 * music, 1e-3) is None
+
+
+def test_statistics_sum_every_chunk_and_keep_a_std_below_one():
+    from beetnet_utils.features import Moments
+
+    rng = np.random.default_rng(0)
+    a, b = (rng.normal(8.0, 0.3, (5, 4, 3)).astype(np.float16) for _ in range(2))
+    m = Moments()
+    m.add(a)
+    m.add(b)
+    both = np.concatenate([a, b]).astype(np.float64)
+    mean, std = m.result()
+    assert m.count == both.size and mean == pytest.approx(both.mean(), rel=1e-12)
+    assert std == pytest.approx(both.std(), rel=1e-9) and std < 1
+
+
+def test_the_cache_writer_counts_every_row_and_falls_back_to_all_rows_without_a_train_split(tmp_path):
+    from beetnet_utils.features import _MelWriter
+
+    rng = np.random.default_rng(1)
+    a, b = (rng.normal(0.0, 10.0, (3, 4, 5)).astype(np.float16) for _ in range(2))
+    with _MelWriter(tmp_path / "mels.npy", 6, (4, 5)) as w:
+        w.add(a, train_rows=2)
+        w.add(b, train_rows=0)
+        w.finish()
+        train_mean, _ = w.stats()
+    assert w.rows == 6 and train_mean == pytest.approx(a[:2].astype(np.float64).mean(), rel=1e-9)
+    np.testing.assert_array_equal(np.load(tmp_path / "mels.npy"), np.concatenate([a, b]))
+    with _MelWriter(tmp_path / "eval.npy", 3, (4, 5)) as w:  # an evaluation-only cache: no train split
+        w.add(b, train_rows=0)
+        w.finish()
+        assert w.stats()[0] == pytest.approx(b.astype(np.float64).mean(), rel=1e-9)
