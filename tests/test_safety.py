@@ -574,3 +574,19 @@ def test_a_checkpoint_the_safe_unpickler_reads_but_not_of_plain_data_is_refused(
             load()
         assert REFUSAL in str(exc.value) and "delete it" in str(exc.value) and "\n" not in str(exc.value)
     assert tree(tmp_path) == before
+
+
+def test_hostile_run_on_drive_is_refused_when_notebook_04_loads_it(tmp_path, trained, smoke):
+    """Colab: runs live on Drive (a run folder someone shared there); notebook 04's load refuses it."""
+    from beetnet_utils.runtime import Environment, paths
+
+    env = Environment(in_colab=True, gpu_name=None, content_root=tmp_path / "content")
+    where = paths(env, drive_root=tmp_path / "drive" / "MyDrive" / "beetnet")
+    assert where.runs == tmp_path / "drive" / "MyDrive" / "beetnet" / "runs"
+    marker = tmp_path / "PWNED"
+    poison(shutil.copytree(trained, where.runs / "smoke-original"), marker)
+    session = sessions.Session(env, where, smoke)
+    with pytest.raises(BeetNetError) as exc:
+        session.load_runs()
+    assert REFUSAL in str(exc.value) and "\n" not in str(exc.value)
+    assert not marker.exists()
