@@ -59,3 +59,13 @@ def mid_cache(tmp_path_factory, mid):
     root = tmp_path_factory.mktemp("mid")
     clips = download("demo", root / "clips", mid, progress=False)
     return build_cache(clips.path, root / "cache", mid.features, mid.data, progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory, mid, mid_cache):
+    """`mid` trained for 3 epochs, loaded: the run the evaluation and view tests score and drive."""
+    from beetnet_utils import load_run, train
+
+    path = tmp_path_factory.mktemp("eval") / "run"
+    train(mid_cache, path, mid.replace(train={"epochs": 3}), progress=False, log=lambda m: None)
+    return load_run(path)
