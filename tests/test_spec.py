@@ -378,6 +378,8 @@ def test_the_silence_rule_is_relative_to_the_peak_and_a_dc_offset_is_no_sound():
         assert silence_reason(scale * spike, 1e-3) == "silent"
     offset = (0.5 + 1e-5 * rng.standard_normal(SAMPLES)).astype(np.float32)
     assert silence_reason(offset, 1e-3) == "constant (DC offset, no sound)"
+    loud = (5.0 + 1e-3 * rng.standard_normal(SAMPLES)).astype(np.float32)  # float beyond ±1: relative to its peak
+    assert silence_reason(loud, 1e-3) == "constant (DC offset, no sound)"
     assert silence_reason(offset - 0.5 + 0.1 * music, 1e-3) is None
 
 
