@@ -324,7 +324,8 @@ def test_an_epoch_reports_the_mean_l1_of_its_batches():
     state = State(model, model, model.configure_optimizers(cfg.train), torch.amp.GradScaler("cpu", enabled=False),
                   Augment(0, 0, 0.0, 0.0, 1.0, 0))
     scored = []
-    handle = model.register_forward_hook(lambda m, args, out: scored.append(float((out - args[0]).abs().mean())))
+    handle = model.register_forward_hook(
+        lambda m, args, out: scored.append(float((out - args[0]).detach().abs().mean())))
     try:
         got = train_epoch(state, OneBatch(x), torch.arange(6).view(3, 2), 1, cfg.train,
                           Precision.choose(CPU, cfg.train.amp), None, False)
