@@ -183,11 +183,11 @@ def segment(audio: np.ndarray, sr: int, features: FeatureConfig) -> list[np.ndar
     return [audio[i * n:(i + 1) * n] for i in range(len(audio) // n)]
 
 
-def write_clips(out: Path, recording: str, clips: Iterable[np.ndarray], sr: int, first: int = 0) -> int:
+def write_clips(out: Path, recording: str, clips: Iterable[np.ndarray], sr: int) -> int:
     """Encode in memory, then write with Python's own I/O: a full disk is then an OSError that says so,
     where libsndfile says only "System error."."""
     written = 0
-    for k, clip in enumerate(clips, first):
+    for k, clip in enumerate(clips):
         buf = io.BytesIO()
         sf.write(buf, np.clip(clip, -1.0, 1.0), sr, format="WAV", subtype="PCM_16")
         (out / f"{recording}_{k}.wav").write_bytes(buf.getvalue())
@@ -318,9 +318,11 @@ def _write_recording(path: Path, staging: Path, rid: str, features: FeatureConfi
             reason = "constant (DC offset, no sound)"
         elif not written:
             reason = "shorter than one clip"
-    if reason:
-        for k in range(written):
-            (staging / f"{rid}_{k}.wav").unlink(missing_ok=True)
+    if reason:  # its clips go, however many were written before the file failed
+        k = 0
+        while (clip := staging / f"{rid}_{k}.wav").exists():
+            clip.unlink()
+            k += 1
         return reason, [], 0
     return None, fixes, written
 
