@@ -60,8 +60,9 @@ def plain(obj: Any) -> bool:
 
 
 def _read(path: Path) -> dict:
-    """A checkpoint is data, never code: torch's safe unpickler refuses anything but plain data before it
-    is built, so a shared file whose pickle names a function (os.system, say) is refused and never runs."""
+    """A checkpoint is data, never code: torch's safe unpickler refuses a pickle that names a function or a
+    class (os.system, say) before anything is built, so it never runs; what it does build (sets, bytes,
+    dtypes and devices too) must then be plain data."""
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
