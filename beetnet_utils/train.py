@@ -491,8 +491,9 @@ def train_locked(cache: MelCache, run_dir: Path, cfg: Config, model: Autoencoder
         seconds = time.perf_counter() - t0
         val_l1 = validate(state.model, x_val, precision, bounds, group=group)
         if not (math.isfinite(train_l1) and math.isfinite(val_l1)):
-            raise BeetNetError(f"training diverged in epoch {epoch} (L1 {train_l1}, val {val_l1}); its checkpoints "
-                               f"keep epoch {state.epoch}: train a new run with a lower learning rate")
+            kept = f"its checkpoints keep epoch {state.epoch}" if state.epoch else "no checkpoint was written"
+            raise BeetNetError(f"training diverged in epoch {epoch} (L1 {train_l1}, val {val_l1}); {kept}: train a "
+                               "new run with a lower learning rate")
         is_best, state.best_val = val_l1 < state.best_val, min(state.best_val, val_l1)
         state.history.append(group.share({
             "epoch": epoch, "train_l1": train_l1, "val_l1": val_l1, "val_l1_db": val_l1 * cache.std,

@@ -590,3 +590,15 @@ def test_hostile_run_on_drive_is_refused_when_notebook_04_loads_it(tmp_path, tra
         session.load_runs()
     assert REFUSAL in str(exc.value) and "\n" not in str(exc.value)
     assert not marker.exists()
+
+
+def test_a_training_whose_loss_turns_nan_stops_in_one_line_and_writes_no_nan_checkpoint(tmp_path, smoke, smoke_cache):
+    """A learning rate of 1e30 (finite, so the settings allow it) blows the weights up in the first epoch."""
+    from beetnet_utils import with_preset
+
+    run = tmp_path / "run"
+    with pytest.raises(BeetNetError) as exc:
+        train(smoke_cache, run, with_preset(smoke, "original").replace(train={"lr": 1e30, "epochs": 2}), **quiet)
+    msg = str(exc.value)
+    assert "\n" not in msg and "training diverged in epoch 1" in msg and "no checkpoint was written" in msg, msg
+    assert not (run / "last.pt").exists() and not (run / "best.pt").exists()
