@@ -1,8 +1,9 @@
 """BeetNet: a GRU autoencoder for mel spectrograms of Beethoven's piano music.
 
 A notebook needs one call, `bn.start()`, and then the session's steps:
-`download`, `cache`, `train`, `evaluate`. After training, `bn.load_run(folder)` gives a
-model that encodes and decodes spectrograms in dB. docs/ARCHITECTURE.md maps the modules.
+`download`, `cache`, `train`, `evaluate`. `bn.load_pretrained()` gives the shipped model, and
+after training `bn.load_run(folder)` yours: each encodes and decodes spectrograms in dB.
+docs/ARCHITECTURE.md maps the modules.
 """
 from . import audio, features, generate, model, plots, runtime, widgets  # the modules the notebooks use
 from .audio import mel_to_audio, save_wav
@@ -23,6 +24,7 @@ from .evaluate import evaluate, markdown_table, save_report
 from .features import MelCache, build_cache, load_cache, mel_db
 from .generate import LatentGaussian, interpolate
 from .model import build_model
+from .pretrained import load_pretrained
 from .run import Run, load_run, run_summary
 from .runtime import Environment, Paths, detect, paths
 from .session import Session, start
@@ -34,7 +36,7 @@ __all__ = [
     "get_config", "with_preset",
     "ClipFolder", "download", "list_clips",
     "MelCache", "build_cache", "load_cache", "mel_db",
-    "build_model", "train", "load_run", "run_summary", "Run",
+    "build_model", "train", "load_run", "load_pretrained", "run_summary", "Run",
     "evaluate", "markdown_table", "save_report",
     "mel_to_audio", "save_wav", "interpolate", "LatentGaussian",
     "Environment", "Paths", "detect", "paths", "Session", "start",

@@ -10,12 +10,13 @@ import signal
 import sys
 from pathlib import Path
 
-from .config import AMP_MODES, DEFAULT_PRESET, PRESETS, PROFILES, Config
+from .config import AMP_MODES, DEFAULT_PRESET, INITS, PRESETS, PRETRAINED, PROFILES, Config
 from .data import SOURCES
 from .distributed import rank
 from .evaluate import markdown_table, save_report
 from .features import SPLITS
 from .pipeline import demo
+from .pretrained import load_pretrained
 from .run import load_run
 from .runtime import DEVICES
 from .session import for_folders
@@ -42,7 +43,7 @@ def _train(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, cache=args.cache)
     settings = Config.from_json(args.settings.read_text()) if args.settings else None
     history = session.train(args.preset, args.run, device=args.device, gpus=args.gpus, settings=settings,
-                            progress=watched(),
+                            progress=watched(), init=args.init,
                             epochs=args.epochs, batch_size=args.batch_size, minutes=args.minutes,
                             budget_minutes=args.budget_minutes, amp=args.amp)
     if history and rank() == 0 and not args.settings:  # a rank of --gpus: the launcher that started it says this
@@ -53,7 +54,10 @@ def _train(args: argparse.Namespace) -> None:
 
 def _evaluate(args: argparse.Namespace) -> None:
     session = for_folders(args.profile, cache=args.cache)
-    runs = {"beetnet": load_run(args.run, device=args.device)}
+    if not (args.run or args.pretrained):
+        raise BeetNetError("evaluate needs --run FOLDER, --pretrained, or both")
+    runs = {"beetnet": load_run(args.run, device=args.device)} if args.run else {}
+    runs |= {PRETRAINED: load_pretrained(args.device)} if args.pretrained else {}
     report = session.evaluate(runs, args.clips, (args.split,) if args.split else ("val", "test"), save=False)
     print(markdown_table(report))  # first, so a --json that cannot be written loses nothing computed
     if args.json:
@@ -91,6 +95,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--preset", choices=list(PRESETS), default=DEFAULT_PRESET,
                    help="best (ours, the default): the code as a spectral envelope and 8 steps along the clip, "
                         "trained for sharp onsets; original: the specification's model")
+    t.add_argument("--init", choices=INITS, default="scratch", help="pretrained: a new run that fine-tunes the "
+                   "shipped model (best's settings on its architecture); scratch: seeded weights")
     t.add_argument("--epochs", type=int)
     t.add_argument("--batch-size", type=int)
     t.add_argument("--device", choices=DEVICES, help="default: CUDA when present")
@@ -107,7 +113,8 @@ def parser() -> argparse.ArgumentParser:
                    "processes")
 
     e = add("evaluate", "Score a run and the baselines on held-out recordings (or another clip folder).", _evaluate)
-    e.add_argument("--run", type=Path, required=True)
+    e.add_argument("--run", type=Path, help="a trained run folder")
+    e.add_argument("--pretrained", action="store_true", help="also (or only) the shipped pretrained model")
     e.add_argument("--cache", type=Path, required=True,
                    help="the cache the run was trained on (baselines fit its train split)")
     e.add_argument("--clips", type=Path, help="another folder of clips, never seen: all of it is scored")

@@ -16,6 +16,7 @@ from typing import Any
 PROFILE_ENV = "BEETNET_PROFILE"
 AMP_MODES = ("auto", "on", "off")
 SCHEDULES = ("constant", "cosine")
+INITS = ("scratch", "pretrained")  # where a new run's weights start: seeded, or the shipped model's
 
 
 def _fits(value: Any, kind: str) -> bool:
@@ -172,6 +173,7 @@ class TrainConfig:
     schedule: str = "constant"  # or "cosine": anneal over the epochs (or budget_minutes, whichever ends first)
     lr_floor: float = 0.02  # cosine: the learning rate ends at this fraction of its start
     flux_weight: float = 0.0  # sharper onsets: also match the output's frame-to-frame differences (L1), this much
+    init: str = "scratch"  # INITS: "pretrained" fine-tunes the shipped model (its architecture: pretrained.py)
 
     def __post_init__(self) -> None:
         """Refuse settings that would train nothing or forever, with a message that names the option."""
@@ -187,9 +189,9 @@ class TrainConfig:
         if not self.lr > 0 or not all(m >= 0 for m in moves):
             raise ValueError(f"lr must be positive; shift_frames, shift_mels, gain_db, tilt_db, eq_db and flux_weight "
                              f"not negative (got {self.lr}, {', '.join(map(str, moves))})")
-        if self.amp not in AMP_MODES or self.schedule not in SCHEDULES:
-            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)} and schedule one of {', '.join(SCHEDULES)} "
-                             f"(got {self.amp!r}, {self.schedule!r})")
+        if self.amp not in AMP_MODES or self.schedule not in SCHEDULES or self.init not in INITS:
+            raise ValueError(f"amp must be one of {', '.join(AMP_MODES)}, schedule one of {', '.join(SCHEDULES)} and "
+                             f"init one of {', '.join(INITS)} (got {self.amp!r}, {self.schedule!r}, {self.init!r})")
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,11 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "best": {"model": _LOCAL, "train": _LOCAL_TRAIN | {"flux_weight": SHARPNESS}},
 }
 
+# The pretrained model (benchmarks/pretrain.py, docs/MODEL_CARD.md): `best` with a decoder twice as wide and two
+# GRU layers, trained on the rendered corpus; `train --init pretrained` fine-tunes it under these settings.
+PRETRAIN: dict[str, dict[str, Any]] = {"model": _LOCAL | {"dec_hidden": 256, "dec_layers": 2},
+                                       "train": PRESETS["best"]["train"]}
+
 _PCA_GRU = {"model": {"preset": "pca_gru", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30,
                       "refine_lr": 0.1, "pca_shifts": (3, 6), "envelope_dims": 16},
             "train": {"weight_decay": 0.05, "schedule": "cosine", "linear_lr_scale": 0.1, "clamp_loss": True,
@@ -278,6 +285,8 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
 
 
 DEFAULT_PRESET = "best"  # what the notebooks and the CLI train unless told otherwise
+PRETRAINED, FINETUNED = "pretrained", "finetuned"  # the shipped model's name in reports; a run fine-tuned from it
+DEFAULT_INIT = "pretrained"  # where notebook 03's `best` starts (docs/RESULTS.md, "Pretrained": fine-tuning wins)
 
 
 def with_preset(cfg: Config, preset: str) -> Config:

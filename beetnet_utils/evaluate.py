@@ -150,9 +150,7 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
     if not runs:
         raise BeetNetError("evaluate needs at least one trained run: pass a Run or {name: Run} (train one first)")
     for run in runs.values():
-        if run.cache_key != cache.key:
-            raise BeetNetError(f"{run.path} was trained on another cache than {cache.path}: "
-                               "pass the cache it was trained on (baselines are fitted on its train split)")
+        run.check_cache(cache)
     first = next(iter(runs.values()))
     f = cache.features
     baselines = Baselines.fit(cache.sample("train")[0], first.config.model.latent_dim, (f.db_min, f.db_max))

@@ -24,9 +24,10 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
 from .audio import listen_runs, save_wav
-from .config import PRESETS
+from .config import DEFAULT_PRESET, FINETUNED, PRESETS, PRETRAINED
 from .evaluate import markdown_table
 from .features import load_cache
+from .pretrained import load_pretrained
 from .run import load_run
 from .storage import claim_dir
 
@@ -40,9 +41,13 @@ class Step:
     env: dict[str, str] = field(default_factory=dict)
 
 
-# 03 runs once per preset (the specification's and ours); 04 then compares them.
+# 03 runs once per preset from scratch (the specification's and ours), then fine-tunes the pretrained `best`;
+# 04 compares the three with the pretrained model.
 STEPS = (Step("01_download", "01_download"), Step("02_preprocess_cache", "02_preprocess_cache"),
-         *(Step("03_train_gpu", f"03_train_gpu-{p}", {"BEETNET_PRESET": p}) for p in PRESETS),
+         *(Step("03_train_gpu", f"03_train_gpu-{p}", {"BEETNET_PRESET": p, "BEETNET_INIT": "scratch"})
+           for p in PRESETS),
+         Step("03_train_gpu", f"03_train_gpu-{FINETUNED}",
+              {"BEETNET_PRESET": DEFAULT_PRESET, "BEETNET_INIT": "pretrained"}),
          Step("04_evaluate", "04_evaluate"))
 
 
@@ -114,10 +119,10 @@ def run_notebooks(out: Path, profile: str = "demo", steps: tuple[Step, ...] = ST
 
 def listening_files(out: Path, profile: str) -> dict[str, Path]:
     """One held-out clip as WAVs, to hear beside each other: the real clip, its own mel inverted (what the
-    inversion alone does to it), and each trained preset's reconstruction."""
+    inversion alone does to it), and each model's reconstruction."""
     cache = load_cache(out / "cache")
-    runs = {p: load_run(out / "runs" / f"{profile}-{p}") for p in PRESETS
-            if (out / "runs" / f"{profile}-{p}" / "best.pt").exists()}
+    runs = {p: load_run(out / "runs" / f"{profile}-{p}") for p in (*PRESETS, FINETUNED)
+            if (out / "runs" / f"{profile}-{p}" / "best.pt").exists()} | {PRETRAINED: load_pretrained()}
     index = int(cache.indices("test")[0])
     sounds = listen_runs(runs, cache, index)
     clip = Path(cache.names[index]).stem

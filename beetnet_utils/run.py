@@ -27,6 +27,7 @@ CHECKPOINT_FORMAT = 3  # 3: plain data only (tensors, numbers, strings, lists, d
 CHECKPOINTS = ("last", "best")
 # Settings that may change between a run and its resumption; anything else must match.
 RESUMABLE_CHANGES = {"train.epochs", "train.minutes", "train.amp", "profile"}
+PRETRAINED_KEY = "pretrained"  # the cache_key of the shipped model (pretrained.py): trained on no cache of yours
 
 
 def save_checkpoint(ckpt: dict, path: Path) -> Path:
@@ -59,19 +60,25 @@ def plain(obj: Any) -> bool:
     return isinstance(obj, PLAIN)
 
 
-def _read(path: Path) -> dict:
-    """A checkpoint is data, never code: torch's safe unpickler refuses a pickle that names a function or a
-    class (os.system, say) before anything is built, so it never runs; what it does build (sets, bytes,
-    dtypes and devices too) must then be plain data."""
+def read_plain(path: Path, source: Path | io.BytesIO | None = None) -> Any:
+    """A torch file as plain data, never code: torch's safe unpickler refuses a pickle that names a function
+    or a class (os.system, say) before anything is built, so it never runs; what it does build (sets, bytes,
+    dtypes and devices too) must then be plain data. `source`: its bytes, when they were read already."""
     try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        data = torch.load(path if source is None else source, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise ForeignCheckpoint(f"{path} holds objects other than tensors, numbers, strings, lists and dicts, "
                                 "which BeetNet never loads (a file from elsewhere is data, never code): delete it, "
                                 "or train into a new --run folder") from None
-    if not plain(ckpt):
+    if not plain(data):
         raise ForeignCheckpoint(f"{path} holds objects other than tensors, numbers, strings, lists and dicts: "
                                 "delete it, or train into a new --run folder")
+    return data
+
+
+def _read(path: Path) -> dict:
+    """A checkpoint of this version, read as plain data (read_plain)."""
+    ckpt = read_plain(path)
     if not isinstance(ckpt, dict) or "format" not in ckpt:
         raise ForeignCheckpoint(f"{path} is not a BeetNet checkpoint: move it away, or train into a new --run folder")
     missing = [k for k in REQUIRED if k not in ckpt]
@@ -156,6 +163,22 @@ class Run:
                                "a new run, with a lower learning rate")
         self.model = build_model(self.config).to(device).eval()
         self.model.load_state_dict(ckpt["model"])
+
+    @property
+    def pretrained(self) -> bool:
+        return self.cache_key == PRETRAINED_KEY
+
+    def check_cache(self, cache: Any) -> None:
+        """A run is scored on the cache it was trained on (the baselines fit its train split); the pretrained
+        model on any cache of the mel settings it was trained on."""
+        if not self.pretrained and self.cache_key != cache.key:
+            raise BeetNetError(f"{self.path} was trained on another cache than {cache.path}: "
+                               "pass the cache it was trained on (baselines are fitted on its train split)")
+        if self.config.features != cache.features:
+            ours, theirs = vars(self.config.features), vars(cache.features)
+            diffs = [f"{k} {theirs[k]} (the model's: {ours[k]})" for k in ours if ours[k] != theirs[k]]
+            raise BeetNetError(f"{cache.path} holds other mel settings than {self.path} was trained on "
+                               f"({'; '.join(diffs)}): build the cache with the model's FeatureConfig")
 
     def _batch(self, x: Any, item: tuple[int, ...], where: str, expected: str) -> tuple[torch.Tensor, bool]:
         """A batch on the model's device, and whether `x` was a single item of shape `item`."""

@@ -15,12 +15,24 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import DEFAULT_PRESET, PRESETS, PROFILE_ENV, Config, get_config, with_preset
+from .config import (
+    DEFAULT_INIT,
+    DEFAULT_PRESET,
+    FINETUNED,
+    INITS,
+    PRESETS,
+    PRETRAINED,
+    PROFILE_ENV,
+    Config,
+    get_config,
+    with_preset,
+)
 from .data import SOURCES, ClipFolder, describe, download
 from .distributed import in_torchrun, launch, processes
 from .evaluate import evaluate, evaluate_clips, save_report
 from .features import MelCache, build_cache, load_cache
 from .generate import generation_report, recorded
+from .pretrained import fine_tune_config, load_pretrained
 from .run import Run, load_run
 from .runtime import (
     Environment,
@@ -39,6 +51,7 @@ from .train import check_shares, train
 # The kernel's environment steers a session (make demo and the tests set these; a person need not).
 PRESET_ENV, MINUTES_ENV = "BEETNET_PRESET", "BEETNET_MINUTES"
 SOURCE_ENV, EPOCHS_ENV = "BEETNET_SOURCE", "BEETNET_EPOCHS"  # change the profile's clip source and epochs
+INIT_ENV = "BEETNET_INIT"  # where notebook 03's `best` starts: pretrained (fine-tune) or scratch
 HOME_ENV = "BEETNET_HOME"  # one folder for clips, cache and runs (runtime.paths)
 
 
@@ -51,6 +64,7 @@ class Steering:
     source: str | None = None
     epochs: int | None = None
     minutes: float | None = None
+    init: str | None = None
 
     @classmethod
     def read(cls, environ: Mapping[str, str]) -> Steering:
@@ -58,8 +72,11 @@ class Steering:
             return BeetNetError(f"{name}={environ[name]!r} is not {wanted}: fix or unset it")
 
         preset, source = environ.get(PRESET_ENV) or None, environ.get(SOURCE_ENV) or None
+        init = environ.get(INIT_ENV) or None
         if preset is not None and preset not in PRESETS:
             raise bad(PRESET_ENV, f"a preset ({', '.join(PRESETS)})")
+        if init is not None and init not in INITS:
+            raise bad(INIT_ENV, f"one of {', '.join(INITS)}")
         if source is not None and source not in SOURCES:
             raise bad(SOURCE_ENV, f"a clip source ({', '.join(SOURCES)})")
         epochs = minutes = None
@@ -77,7 +94,7 @@ class Steering:
                 minutes = math.nan
             if not (minutes > 0 and math.isfinite(minutes)):
                 raise bad(MINUTES_ENV, "a positive number of minutes")
-        return cls(preset, source, epochs, minutes)
+        return cls(preset, source, epochs, minutes, init)
 
 
 def check_home(home: str | None) -> None:
@@ -104,13 +121,15 @@ class Session:
     config: Config
     preset: str = DEFAULT_PRESET  # the model preset notebook 03 trains
     minutes: float | None = None  # notebook 03's time budget (None: train every epoch)
+    init: str = DEFAULT_INIT  # where notebook 03's `best` starts (`original` always from scratch)
 
     def describe(self) -> str:
         p = self.paths
         return "\n".join([
             f"running on: {self.env.describe()}",
             f"profile:    {self.config.profile} (source {self.config.data.source}, {self.config.train.epochs} epochs, "
-            f"model preset {self.preset})",
+            f"model preset {self.preset}"
+            + (", fine-tuned from the pretrained model)" if self.fine_tunes else ")"),
             f"clips:      {p.clips}" + (" (an attached dataset, read in place)" if p.clips_attached else ""),
             f"cache:      {p.cache}" + (f" (kept on Drive as {p.cache_archive})" if p.cache_archive else ""),
             f"runs:       {p.runs}",
@@ -119,8 +138,15 @@ class Session:
     def __repr__(self) -> str:
         return self.describe()
 
-    def run_dir(self, preset: str | None = None) -> Path:
-        return self.paths.runs / f"{self.config.profile}-{preset or self.preset}"
+    @property
+    def fine_tunes(self) -> bool:
+        """Whether notebook 03 fine-tunes the pretrained model (the session's preset is `best`, its init pretrained)."""
+        return self.preset == DEFAULT_PRESET and self.init == "pretrained"
+
+    def run_dir(self, preset: str | None = None, init: str = "scratch") -> Path:
+        """Where step 3 trains `preset` (or `finetuned`, the run fine-tuned from the pretrained model)."""
+        name = FINETUNED if init == "pretrained" else preset or self.preset
+        return self.paths.runs / f"{self.config.profile}-{name}"
 
     # --- the four steps ------------------------------------------------------------------------
 
@@ -182,18 +208,34 @@ class Session:
             print(f"warning: {exc}; building it again")  # a damaged copy from Drive: the clips are still there
             return self.cache(progress=False)
 
+    def settings(self, preset: str | None = None, init: str | None = None, **overrides) -> Config:
+        """What step 3 trains: `preset`'s settings with `overrides` (TrainConfig fields). `init="pretrained"`
+        fine-tunes the shipped model: `best`'s training settings on the pretrained model's architecture. By
+        default `best` starts where the session says (`init`), `original` from scratch (it is the specification's)."""
+        changes = {k: v for k, v in overrides.items() if v is not None}
+        preset = preset or self.preset
+        init = init or (self.init if preset == DEFAULT_PRESET else "scratch")  # `original` is the specification's
+        if init == "scratch":
+            return with_preset(self.config, preset).replace(train=changes)
+        if preset != DEFAULT_PRESET:
+            raise BeetNetError(f"init pretrained fine-tunes the pretrained {DEFAULT_PRESET}: leave the preset out "
+                               f"(it is {preset!r})")
+        return fine_tune_config(self.config).replace(train=changes)
+
     def train(self, preset: str | None = None, run_dir: Path | None = None, device: str | None = None,
-              progress: bool = True, gpus: int | str = 1, settings: Config | None = None, **overrides) -> list[dict]:
+              progress: bool = True, gpus: int | str = 1, settings: Config | None = None, init: str | None = None,
+              **overrides) -> list[dict]:
         """Step 3: train `preset` (or resume it) on the cache; `overrides` change TrainConfig fields.
+        `init="pretrained"`: a new run (default folder `finetuned`) that starts from the pretrained weights;
+        None: the session's choice for `best` (see `settings`).
 
         `gpus` above 1 (or "all") trains one model on that many GPUs: torchrun starts the package's CLI in
         as many processes, as a subprocess whose lines stream in here as they come (a notebook never forks
         its kernel); with `device="cpu"`, that many CPU processes. `settings` is the exact Config to train,
         how that subprocess receives this session's.
         """
-        cfg = settings or with_preset(self.config, preset or self.preset).replace(
-            train={k: v for k, v in overrides.items() if v is not None})
-        run_dir = Path(run_dir or self.run_dir(preset))
+        cfg = settings or self.settings(preset, init, **overrides)
+        run_dir = Path(run_dir or self.run_dir(preset, cfg.train.init))
         procs = processes(gpus, device)
         if in_torchrun():  # a rank maps the cache its launcher checked: the ranks share one copy, the OS's
             return train(load_cache(self.paths.cache, in_memory=0), run_dir, cfg, device=device, progress=progress)
@@ -208,12 +250,18 @@ class Session:
                            f"--settings={settings_file}", *([f"--device={device}"] if device else [])])  # start with -
         return json.loads((run_dir / "history.json").read_text())
 
-    def load_runs(self, device: str | None = None) -> dict[str, Run]:
-        """Every preset trained in step 3 for this profile, by name."""
-        found = {p: self.run_dir(p) for p in PRESETS if (self.run_dir(p) / "best.pt").exists()}
-        if not found:
+    def load_runs(self, device: str | None = None, pretrained: bool = True) -> dict[str, Run]:
+        """Every run trained in step 3 for this profile, by name (a preset, or `finetuned`), and the shipped
+        `pretrained` model beside them; with no trained run, the pretrained model alone, and a line that says so."""
+        names = (*PRESETS, FINETUNED)
+        found = {p: self.run_dir(p) for p in names if (self.run_dir(p) / "best.pt").exists()}
+        if not found and not pretrained:
             raise BeetNetError(f"no trained run under {self.paths.runs}: run notebook 03 (or `train`) first")
-        return {p: load_run(d, device=device) for p, d in found.items()}
+        if not found:
+            print(f"no trained run under {self.paths.runs} yet: showing the pretrained BeetNet (notebook 03 trains "
+                  "your own)")
+        runs = {p: load_run(d, device=device) for p, d in found.items()}
+        return runs | ({PRETRAINED: load_pretrained(device)} if pretrained else {})
 
     def evaluate(self, runs: dict[str, Run] | None = None, clips: Path | None = None,
                  splits: tuple[str, ...] = ("val", "test"), report: Path | None = None, save: bool = True) -> dict:
@@ -263,6 +311,6 @@ def start(profile: str | None = None, environ: Mapping[str, str] | None = None) 
     check_home(env.home_override)
     for run in adopt_attached_runs(env, where.runs):
         print(f"an earlier version's run was attached as input: copied to {run} to resume it")
-    session = Session(env, where, cfg, steer.preset or DEFAULT_PRESET, minutes)
+    session = Session(env, where, cfg, steer.preset or DEFAULT_PRESET, minutes, steer.init or DEFAULT_INIT)
     print(session.describe())
     return session

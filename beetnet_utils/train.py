@@ -50,7 +50,8 @@ from .distributed import SINGLE, Group, joined
 from .features import MelCache
 from .model import Autoencoder, build_model
 from .plots import loss_curves
-from .run import CHECKPOINT_FORMAT, check_resumable, claim_run_dir, load_checkpoint, save_checkpoint
+from .pretrained import load_pretrained
+from .run import CHECKPOINT_FORMAT, CHECKPOINTS, check_resumable, claim_run_dir, load_checkpoint, save_checkpoint
 from .runtime import pick_device
 from .storage import BeetNetError, atomic_write, reader_lock, writer_lock
 
@@ -230,6 +231,15 @@ def new_model(cfg: Config) -> Autoencoder:
     return build_model(cfg)
 
 
+def pretrained_weights(cfg: Config) -> dict:
+    """The shipped model's weights, for a new run that fine-tunes it: its architecture must be `cfg`'s."""
+    pretrained = load_pretrained()
+    if pretrained.config.model != cfg.model:
+        raise BeetNetError("init pretrained needs the pretrained model's architecture: train it with "
+                           "Session.train(init='pretrained') or `train --init pretrained`, which set it")
+    return pretrained.model.state_dict()
+
+
 def random_states(state: State) -> dict:
     """This rank's random sources: dropout's (torch's, CUDA's) and each augmentation's."""
     return {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
@@ -257,7 +267,9 @@ def load(run_dir: Path, cfg: Config, cache: MelCache, model: Autoencoder, x_trai
         torch.manual_seed(seed)  # this rank's dropout (rank 0 keeps the stream of a single process)
     ckpt = load_checkpoint(run_dir, log=log)
     if ckpt is None:
-        if group.main:
+        if tc.init == "pretrained":  # every rank reads the same file: the same start
+            model.load_state_dict(pretrained_weights(cfg))
+        elif group.main:
             model.init_from_data(x_train.sample(tc.seed))
         state.net = group.wrap(model, dev)
         return state
@@ -445,6 +457,8 @@ def train(cache: MelCache, run_dir: Path, cfg: Config, device: str | None = None
     the device if they fit in `resident_bytes` (default: default_resident_bytes), else they are streamed."""
     check_features(cfg, cache)
     model = new_model(cfg)
+    if cfg.train.init == "pretrained" and not any((Path(run_dir) / f"{c}.pt").exists() for c in CHECKPOINTS):
+        pretrained_weights(cfg)  # a new run: refuse another architecture before the run folder is made
     with joined(pick_device(device)) as (group, dev):
         check_shares(cfg.train.batch_size, group.size)
         if not group.main:

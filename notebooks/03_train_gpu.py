@@ -21,7 +21,9 @@
 # where it stopped, on the same learning rates, as if it had never stopped.
 #
 # Two presets: **`best`** (ours, the default) and **`original`** (the specification's model, exactly).
-# You will see one line per epoch, the loss curves, and where the checkpoints are.
+# `best` starts from the pretrained BeetNet that ships with the code and fine-tunes it on your clips;
+# `original` trains from scratch, as the specification did. You will see one line per epoch, the loss
+# curves, and where the checkpoints are.
 
 # %%
 # Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
@@ -44,6 +46,7 @@ session = bn.start()  # where we run (and which GPU), the profile, where files l
 
 # %%
 PRESET = session.preset  # "best" (ours) or "original" (the specification's)
+INIT = session.init if PRESET == bn.DEFAULT_PRESET else "scratch"  # "pretrained" (fine-tune) or "scratch"
 EPOCHS = session.config.train.epochs  # the profile's: full 50, demo 12, smoke 2
 MINUTES = session.minutes  # None, or e.g. 60: stop after the epoch that crosses an hour; run again to go on
 GPUS = "all"  # every GPU there is (Kaggle's T4 x2: one model on both, through torchrun); none: one CPU process
@@ -53,12 +56,17 @@ GPUS = "all"  # every GPU there is (Kaggle's T4 x2: one model on both, through t
 # `best` reads the same 256 numbers as the clip's spectral envelope and 8 steps along it, decoded by
 # weights shared along time and a GRU, and is trained to keep onsets sharp. Why, and what each part
 # buys: [docs/RESULTS.md](../docs/RESULTS.md).
+#
+# `INIT = "pretrained"` fine-tunes the pretrained `best` (a decoder twice as wide, trained on 2,354
+# rendered piano recordings, [docs/MODEL_CARD.md](../docs/MODEL_CARD.md)). It is the default because
+# after 12 epochs it ends about 27% below `best` trained from scratch for as long (test L1 in dB, on
+# the rendered piano set and on the demo data: [docs/RESULTS.md](../docs/RESULTS.md)).
 
 # %% [markdown]
 # ## Train (or resume)
 
 # %%
-history = session.train(PRESET, epochs=EPOCHS, minutes=MINUTES, gpus=GPUS)
+history = session.train(PRESET, init=INIT, epochs=EPOCHS, minutes=MINUTES, gpus=GPUS)
 
 # %% [markdown]
 # One line per epoch: train and validation L1 (standardised units; the dB figure beside it), and
@@ -78,8 +86,9 @@ bn.plots.loss_curves({PRESET: history});
 # ## Where the results are
 
 # %%
-print(bn.run_summary(session.run_dir(PRESET)))
+print(bn.run_summary(session.run_dir(PRESET, INIT)))
 
 # %% [markdown]
 # `last.pt` and `best.pt` are complete checkpoints (weights, optimiser, random states, history, every
-# setting): either one resumes training. Notebook 04 compares the presets you trained.
+# setting): either one resumes training. Notebook 04 compares the runs you trained (a fine-tuned `best`
+# is named `finetuned`) with the pretrained model.

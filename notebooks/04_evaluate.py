@@ -16,12 +16,13 @@
 # %% [markdown]
 # # 04 · Evaluate, listen and generate
 #
-# This step measures the presets you trained in notebook 03, `best` (ours) and `original` (the
-# specification's), on recordings neither of them heard, beside three baselines that cost nothing to
-# train. You will see their errors side by side, one clip as image and sound (the real clip, then each
-# preset's reconstruction), two views to explore clips and walk between them, how real new
-# spectrograms look, and samples of the prior that looks most real. Why `best` is built as it is, and
-# every benchmark behind it: [docs/RESULTS.md](../docs/RESULTS.md).
+# This step measures the runs you trained in notebook 03 (`best` or `finetuned`, ours, and `original`,
+# the specification's) and the `pretrained` BeetNet that ships with the code, on recordings none of them
+# heard, beside three baselines that cost nothing to train. Before notebook 03 it works too: then it shows
+# the pretrained model alone, on your clips. You will see their errors side by side, one clip as image
+# and sound (the real clip, then each model's reconstruction), two views to explore clips and walk
+# between them, how real new spectrograms look, and samples of the prior that looks most real. Why
+# `best` is built as it is, and every benchmark behind it: [docs/RESULTS.md](../docs/RESULTS.md).
 
 # %%
 # Set-up. In Colab or Kaggle this fetches the code and installs only what the image lacks;
@@ -42,13 +43,13 @@ session = bn.start()  # where we run (and which GPU), the profile, where files l
 
 # %%
 cache = session.load_cache()
-runs = session.load_runs()  # every preset trained in notebook 03: {"original": ..., "best": ...}
-PRESET = bn.DEFAULT_PRESET if bn.DEFAULT_PRESET in runs else next(iter(runs))  # the one the views below use
+runs = session.load_runs()  # every run trained in notebook 03, and the pretrained model: {"original": ..., ...}
+PRESET = next(n for n in ("finetuned", "best", "pretrained", "original") if n in runs)  # the one the views use
 run = runs[PRESET]
-print(f"trained presets: {', '.join(runs)}; widgets use {run.path}")
+print(f"models: {', '.join(runs)}; the views below use {PRESET} ({run.path})")
 
 # %% [markdown]
-# ## `best` and `original`, side by side
+# ## Every model, side by side
 
 # %%
 report = session.evaluate(runs)
@@ -56,8 +57,10 @@ display(Markdown(bn.markdown_table(report)))
 
 # %% [markdown]
 # Each model's L1 against the real clips of the validation and test recordings, standardised (the
-# original's unit) and in dB; lower is better. `best` should beat `pca_256` (`pca_32` on the smoke
-# profile), a linear autoencoder with as many numbers in its code; `original` usually lands between it
+# original's unit) and in dB; lower is better, and dB compares models that standardise differently (the
+# pretrained model keeps its own statistics). `best` should beat `pca_256` (`pca_32` on the smoke
+# profile), a linear autoencoder with as many numbers in its code, and `finetuned` should beat both
+# `best` and `pretrained`, the model it started from; `original` usually lands between it
 # and `global_mean` (the average spectrogram, whatever the clip), and `clip_mean_spectrum` knows each
 # clip's own average spectrum. The report is saved as `report.json` beside the runs.
 
@@ -72,7 +75,8 @@ bn.plots.metrics_bars(report);
 bn.plots.loss_curves({name: r.history for name, r in runs.items()});
 
 # %% [markdown]
-# Train (solid) and validation (dashed) L1 per epoch. A validation curve still falling at the last epoch
+# Train (solid) and validation (dashed) L1 per epoch (`pretrained`'s on its own corpus, in its own
+# units). A validation curve still falling at the last epoch
 # would gain from more training (notebook 03 resumes where it stopped); one that turned up has begun to
 # memorise its training recordings.
 #

@@ -47,6 +47,15 @@ def smoke_cache(tmp_path_factory, smoke, smoke_clips):
 
 
 @pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """The demo profile's data, as `make demo` builds it: the pretrained model's card is measured on it."""
+    demo = get_config("demo")
+    root = tmp_path_factory.mktemp("demo")
+    clips = download("demo", root / "clips", demo, progress=False)
+    return build_cache(clips.path, root / "cache", demo.features, demo.data, progress=False, log=lambda m: None)
+
+
+@pytest.fixture(scope="session")
 def mid():
     """Demo data big enough to learn from in seconds: 10 recordings of 40 s, a 64-wide model."""
     return get_config("smoke").replace(data={"demo_recordings": 10, "demo_seconds": 40.0},
@@ -69,3 +78,22 @@ def run(tmp_path_factory, mid, mid_cache):
     path = tmp_path_factory.mktemp("eval") / "run"
     train(mid_cache, path, mid.replace(train={"epochs": 3}), progress=False, log=lambda m: None)
     return load_run(path)
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, smoke, smoke_cache):
+    """A run of two epochs of the original model on the smoke cache, for the attack suite. Never changed in
+    place: a test that damages or poisons it works on a copy (helpers.copy_run, shutil.copytree)."""
+    from beetnet_utils.train import train
+
+    run = tmp_path_factory.mktemp("trained") / "run"
+    train(smoke_cache, run, smoke.replace(train={"epochs": 2}), **helpers.quiet)
+    return run
+
+
+@pytest.fixture(scope="module")
+def drawing(trained, smoke_cache):
+    """The trained run and the smoke train clips, to sample and interpolate from."""
+    from beetnet_utils.run import load_run
+
+    return load_run(trained), smoke_cache.db("train")

@@ -16,6 +16,7 @@ LAYERS = [
     {"runtime", "synth", "pca", "plots", "distributed"},    # environment facts, pure helpers; torchrun's ranks
     {"data", "model"},                                      # clip folders; the architectures
     {"features", "run", "realism"},                         # the mel cache; a trained run; realism measures
+    {"pretrained"},                                         # the shipped model, a run loaded from the package
     {"audio", "train", "evaluate", "generate"},             # what is done with runs and caches
     {"widgets"},                                            # interactive views
     {"session"},                                            # the notebook's steps

@@ -1,19 +1,11 @@
 import argparse
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
 from beetnet_utils.cli import parser
 
-ROOT = Path(__file__).parents[1]
-
-
-def cli(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "beetnet_utils", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, **kw)
+from helpers import cli
 
 
 def subcommands() -> dict[str, argparse.ArgumentParser]:

@@ -293,3 +293,38 @@ def test_priors_kde_samples_are_train_codes_plus_noise_of_its_bandwidth_in_each_
     assert all((np.abs(points - row).sum(1) == 0).any() for row in cold)  # exactly train codes
 
 
+# --- what notebook 04 shows: the prior it picks, and one word, one meaning ------------------------
+
+def test_the_real_clip_is_labelled_real_clip_beside_the_original_preset(drawing, smoke_cache):
+    """Issue 24.5: a figure that holds the `original` preset never calls the clip itself "original"."""
+    import matplotlib.pyplot as plt
+
+    from beetnet_utils import plots
+
+    run, _ = drawing
+    index = int(smoke_cache.indices("test")[0])
+    real = smoke_cache.mels[index].astype(np.float32)
+    side = plots.presets_side_by_side({"original": run}, smoke_cache, index)
+    titles = [ax.get_title() for ax in side.axes]
+    l1 = np.abs(run.reconstruct(real).numpy() - real).mean() / run.stats["std"]
+    assert titles == [f"real clip {smoke_cache.names[index]}", f"original: L1 {l1:.3f}"]
+    trip = plots.triptych(real, run.reconstruct(real).numpy(), "original preset")
+    assert [ax.get_title() for ax in trip.axes[:3]] == ["real clip", "reconstruction", "|error|"]
+    plt.close("all")
+
+
+def test_best_prior_is_the_prior_row_of_lowest_accuracy_then_of_lowest_frechet():
+    from beetnet_utils.generate import best_prior
+
+    def report(**rows):
+        cells = {name.replace("_", " "): {"accuracy": a, "frechet": f} for name, (a, f) in rows.items()}
+        return {"realism": {"best": {"rows": cells}}}
+
+    rows = dict(real_halves=(0.1, 0.5), decoder=(0.2, 0.1), floor=(0.3, 0.1), midpoint=(0.4, 0.1))  # not priors
+    assert best_prior(report(**rows, prior_gaussian=(0.8, 5.0), prior_mixture=(0.6, 9.0), prior_kde=(0.7, 1.0)),
+                      "best") == "mixture"
+    assert best_prior(report(prior_gaussian=(None, 5.0), prior_mixture=(None, 9.0), prior_kde=(None, 1.0)),
+                      "best") == "kde"  # no accuracy measurable: the Fréchet distance decides
+    assert best_prior(report(prior_gaussian=(0.9, 5.0), prior_mixture=(None, 0.1)), "best") == "gaussian"
+    assert best_prior(report(prior_kde=(0.5, 1.0)), "original") == "gaussian"  # no rows for this run: the default
+    assert best_prior({}, "best", default="mixture") == "mixture"  # a report without realism (too few clips)

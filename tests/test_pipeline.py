@@ -1,5 +1,6 @@
 """make demo's notebook driver, for real: every notebook in a real kernel on the smoke profile, through
-each branch a person can take (03 with either preset and with a time budget; 04 with one run or two)."""
+each branch a person can take (04 before any training, on the pretrained model alone; 03 with either preset and
+with a time budget, `best` fine-tuning the pretrained model as notebook 03 does by default; 04 with two runs)."""
 from __future__ import annotations
 
 import json
@@ -48,8 +49,8 @@ def test_the_driver_runs_every_notebook_path_and_leaves_its_own_environment_alon
     printed = Stamped()
     monkeypatch.setattr(sys, "stdout", printed)
     steps = (Step("01_download", "01"), Step("02_preprocess_cache", "02"),
+             Step("04_evaluate", "04-no-run"),
              Step("03_train_gpu", "03-original", {"BEETNET_PRESET": "original", "BEETNET_MINUTES": "0.0001"}),
-             Step("04_evaluate", "04-one-run"),
              Step("03_train_gpu", "03-best", {"BEETNET_PRESET": "best"}),
              Step("04_evaluate", "04-two-runs"))
     report_path = run_notebooks(tmp_path, "smoke", steps)
@@ -70,10 +71,15 @@ def test_the_driver_runs_every_notebook_path_and_leaves_its_own_environment_alon
     assert started < printed.when("[03-best] epoch 1: train L1") < finished
     runs = tmp_path / "runs"
     assert json.loads((runs / "smoke-original" / "history.json").read_text())[-1]["epoch"] == 1
-    assert len(json.loads((runs / "smoke-best" / "history.json").read_text())) == 2
+    assert len(json.loads((runs / "smoke-finetuned" / "history.json").read_text())) == 2
+    assert not (runs / "smoke-best").exists()  # notebook 03's best fine-tunes by default: the run is `finetuned`
+    assert "fine-tuned from the pretrained model" in outputs(executed / "03-best.ipynb")
 
-    assert "trained presets: original; widgets use" in outputs(executed / "04-one-run.ipynb")
-    assert "trained presets: original, best; widgets use" in outputs(executed / "04-two-runs.ipynb")
+    before_training = outputs(executed / "04-no-run.ipynb")
+    assert "showing the pretrained BeetNet" in before_training
+    assert "models: pretrained; the views below use pretrained" in before_training
+    assert "models: original, finetuned, pretrained; the views below use finetuned" in outputs(
+        executed / "04-two-runs.ipynb")
     report = json.loads(report_path.read_text())
-    assert list(report["runs"]) == ["original", "best"]
+    assert list(report["runs"]) == ["original", "finetuned", "pretrained"]
     assert len(list((tmp_path / "figures").glob("04-two-runs_*.png"))) >= 6
