@@ -44,7 +44,8 @@ def two_processes(run: Path, cache: Path, preset: str) -> list[str]:
     """A straight two-process run, through Session.train(gpus=2) as notebook 03 asks for it; the lines it printed."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        history = for_folders("smoke", cache=cache).train(preset, run, device="cpu", gpus=2, **SETTINGS)
+        history = for_folders("smoke", cache=cache).train(preset, run, device="cpu", gpus=2, init="scratch",
+                                                          **SETTINGS)
     assert [h["epoch"] for h in history] == [1, 2]
     return printed.getvalue().splitlines()
 

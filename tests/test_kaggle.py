@@ -17,7 +17,7 @@ import torch
 
 from beetnet_utils import BeetNetError, download, get_config, runtime
 from beetnet_utils import session as sessions
-from beetnet_utils.config import DEFAULT_PRESET
+from beetnet_utils.config import DEFAULT_PRESET, FINETUNED
 
 from journey import code_repository, run_notebook, tree
 
@@ -84,7 +84,7 @@ def test_the_four_notebooks_in_kaggle_read_the_attached_dataset_in_place_resume_
     assert not (kaggle / "working" / "beetnet_data" / "clips").exists()
     said = notebook("03_train_gpu", {"beethoven": dataset}, BEETNET_MINUTES="0.0001")
     assert "no mel cache on this machine (each notebook has its own): building it" in said
-    run = kaggle / "working" / "beetnet_data" / "runs" / f"smoke-{DEFAULT_PRESET}"
+    run = kaggle / "working" / "beetnet_data" / "runs" / f"smoke-{FINETUNED}"  # 03 fine-tunes the pretrained best
     assert len(json.loads((run / "history.json").read_text())) == 1
     first = save_version(tmp_path / "version-1-output")
 
@@ -99,12 +99,12 @@ def test_the_four_notebooks_in_kaggle_read_the_attached_dataset_in_place_resume_
 
     # notebook 04 on its own machine, version 2's output attached: it evaluates the run trained there
     said = notebook("04_evaluate", {"beethoven": dataset, "beetnet-train": second})
-    assert f"trained presets: {DEFAULT_PRESET}; widgets use {run}" in said
+    assert f"models: {FINETUNED}, pretrained; the views below use {FINETUNED} ({run})" in said
     history = json.loads((run / "history.json").read_text())
     best = min(history, key=lambda h: h["val_l1"])["epoch"]  # of the two epochs, versions 1 and 2
     report = json.loads((run.parent / "report.json").read_text())
-    assert list(report["runs"]) == [DEFAULT_PRESET]
-    assert report["runs"][DEFAULT_PRESET]["path"] == str(run) and report["runs"][DEFAULT_PRESET]["epoch"] == best
+    assert list(report["runs"]) == [FINETUNED, "pretrained"]
+    assert report["runs"][FINETUNED]["path"] == str(run) and report["runs"][FINETUNED]["epoch"] == best
 
 
 def test_kaggle_is_detected_from_either_variable_and_defaults_to_the_full_profile(tmp_path):
