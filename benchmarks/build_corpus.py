@@ -51,12 +51,20 @@ PROGRAMS = (0, 1, 2, 3)
 HELD_OUT_SOUNDFONT = "TimGM6mb"  # the benchmarks' unseen piano
 
 RESERVED_SOUNDFONT = "musescore_general"  # MuseScore General, every form (.sf2, .sf3, -small, -lossless)
-RESERVED_SCORES = (
-    "beethoven/opus18no1/movement2.mxl", "beethoven/opus59no1/movement3.mxl", "beethoven/opus59no2/movement2.mxl",
-    "beethoven/opus59no2/movement3.mxl", "beethoven/opus59no3/movement3.mxl", "mozart/k458/movement1.mxl",
-    "haydn/opus1no1/movement1.mxl", "haydn/opus74no1/movement4.mxl", "schumann_robert/opus41no1/movement1.mxl",
-    "schumann_robert/opus41no1/movement3.mxl", "schumann_robert/opus41no1/movement4.mxl",
-    "schumann_robert/opus48no2.mxl", "beach/prayer_of_a_tired_child.musicxml",
+RESERVED_SCORES = (  # RESERVED.md's scores: refused, never rendered
+    "beethoven/opus18no1/movement2.mxl",  # reserved
+    "beethoven/opus59no1/movement3.mxl",  # reserved
+    "beethoven/opus59no2/movement2.mxl",  # reserved
+    "beethoven/opus59no2/movement3.mxl",  # reserved
+    "beethoven/opus59no3/movement3.mxl",  # reserved
+    "mozart/k458/movement1.mxl",  # reserved
+    "haydn/opus1no1/movement1.mxl",  # reserved
+    "haydn/opus74no1/movement4.mxl",  # reserved
+    "schumann_robert/opus41no1/movement1.mxl",  # reserved
+    "schumann_robert/opus41no1/movement3.mxl",  # reserved
+    "schumann_robert/opus41no1/movement4.mxl",  # reserved
+    "schumann_robert/opus48no2.mxl",  # reserved
+    "beach/prayer_of_a_tired_child.musicxml",  # reserved
 )
 
 # Which of the corpus's folders, and every how many of their (sorted) files: ~1,300 pieces. Left out: collections
@@ -81,8 +89,8 @@ def bank_name(path: str) -> str:
 
 
 def link_chain(path: str) -> list[str]:
-    """The names a path goes by: itself and every link on the way to the file (Debian's MuseScore_General.sf3
-    may be an alternative that points at another soundfont, and a link named piano.sf2 may point at it)."""
+    """The names a path goes by: itself and every link on the way to the file (Debian may install the reserved
+    soundfont's name as an alternative that points at another soundfont, and a link named piano.sf2 at it)."""
     names, p = [path], Path(path)
     for _ in range(40):
         if not p.is_symlink():

@@ -41,7 +41,7 @@ def test_a_whole_work_that_holds_a_reserved_movement_is_refused_in_one_line(tmp_
     assert build_corpus.refusal([], ["beethoven/opus59no2/movement1.mxl"]) is None  # its free movements are not
 
 
-@pytest.mark.parametrize("name", ["MuseScore_General.sf3", "MuseScore_General-Small.sf3",
+@pytest.mark.parametrize("name", ["MuseScore_General.sf3", "MuseScore_General-Small.sf3",  # reserved: refused
                                   "musescore-general-lossless.sf2"])
 def test_musescore_general_is_refused_by_its_file_name(tmp_path, name):
     proc = build("--soundfont", soundfont(tmp_path / name, "Some Bank"), tmp_path=tmp_path)
@@ -50,10 +50,10 @@ def test_musescore_general_is_refused_by_its_file_name(tmp_path, name):
 
 
 def test_musescore_general_is_refused_behind_a_link_and_under_another_name(tmp_path):
-    real = soundfont(tmp_path / "MuseScore_General.sf3", "Some Bank")
+    real = soundfont(tmp_path / "MuseScore_General.sf3", "Some Bank")  # reserved: must be refused
     (tmp_path / "piano.sf2").symlink_to(real)
     assert "MuseScore General" in build_corpus.refusal([str(tmp_path / "piano.sf2")], [])
-    renamed = soundfont(tmp_path / "grand.sf2", "MuseScore_General")  # a copy renamed: its bank name tells
+    renamed = soundfont(tmp_path / "grand.sf2", "MuseScore_General")  # reserved, renamed: its bank name tells
     assert "MuseScore General" in build_corpus.refusal([str(renamed)], [])
 
 
