@@ -71,10 +71,10 @@ gpu-check: setup
 # on 2 cores (docs/TESTING.md has the score). `mutmut results` lists survivors, `mutmut show NAME` one of them.
 MUTMUT := mutmut==3.8.1
 SPEC_FUNCTIONS := 'beetnet_utils.features.x_mel_db__*' 'beetnet_utils.features.x_load_clip__*' \
-	'beetnet_utils.features.x_split_recordings__*' 'beetnet_utils.features.xǁMomentsǁ*' \
-	'beetnet_utils.features.xǁ_MelWriterǁadd__*' 'beetnet_utils.features.xǁ_MelWriterǁstats__*' \
+	'beetnet_utils.cache_build.x_split_recordings__*' 'beetnet_utils.cache.xǁMomentsǁ*' \
+	'beetnet_utils.cache.xǁMelWriterǁadd__*' 'beetnet_utils.cache.xǁMelWriterǁstats__*' \
 	'beetnet_utils.data.x_silence_reason__*' 'beetnet_utils.model.xǁAutoencoderǁconfigure_optimizers__*' \
-	'beetnet_utils.model.xǁGRUAutoencoderǁ*' 'beetnet_utils.train.xǁBatchesǁ*' \
+	'beetnet_utils.model.xǁGRUAutoencoderǁ*' 'beetnet_utils.batches.xǁBatchesǁ*' \
 	'beetnet_utils.train.x_objective__*' 'beetnet_utils.train.x_train_epoch__*' \
 	'beetnet_utils.config.xǁFeatureConfigǁclip_samples__*' 'beetnet_utils.config.xǁFeatureConfigǁn_frames__*'
 

@@ -5,8 +5,10 @@ A notebook needs one call, `bn.start()`, and then the session's steps:
 after training `bn.load_run(folder)` yours: each encodes and decodes spectrograms in dB.
 docs/ARCHITECTURE.md maps the modules.
 """
-from . import audio, features, generate, model, plots, runtime, widgets  # the modules the notebooks use
+from . import audio, cache, features, generate, model, plots, runtime, widgets  # the modules the notebooks use
 from .audio import mel_to_audio, save_wav
+from .cache import MelCache, load_cache
+from .cache_build import build_cache
 from .config import (
     DEFAULT_PRESET,
     PRESETS,
@@ -19,15 +21,16 @@ from .config import (
     get_config,
     with_preset,
 )
-from .data import ClipFolder, download, list_clips
+from .data import ClipFolder, list_clips
 from .evaluate import evaluate, markdown_table, save_report
-from .features import MelCache, build_cache, load_cache, mel_db
+from .features import mel_db
 from .generate import LatentGaussian, interpolate
 from .model import build_model
 from .pretrained import load_pretrained
 from .run import Run, load_run, run_summary
 from .runtime import Environment, Paths, detect, paths
 from .session import Session, start
+from .sources import download
 from .storage import BeetNetError
 from .train import train
 
@@ -41,5 +44,5 @@ __all__ = [
     "mel_to_audio", "save_wav", "interpolate", "LatentGaussian",
     "Environment", "Paths", "detect", "paths", "Session", "start",
     "BeetNetError",
-    "audio", "features", "generate", "model", "plots", "runtime", "widgets",
+    "audio", "cache", "features", "generate", "model", "plots", "runtime", "widgets",
 ]

@@ -175,7 +175,7 @@ def listen(run, cache, index: int, n_iter: int | None = None, quality: str = "fi
     inverted: what the inversion alone does) and the model's "reconstruction". The clip is never called
     "original": a run may be the `original` preset."""
     f = cache.features
-    mel = cache.mels[index].astype(np.float32)
+    mel = cache.db(index)
     wav, _, _ = load_clip(Path(cache.meta["clips_dir"]) / cache.names[index], f)
     out = {"real clip": wav.numpy()} if wav is not None else {}
     return out | {"inversion only": mel_to_audio(mel, f, n_iter, quality=quality),
@@ -189,6 +189,6 @@ def listen_runs(runs: dict, cache, index: int, n_iter: int | None = None,
     (first, run), *others = runs.items()
     sounds = listen(run, cache, index, n_iter, quality)
     sounds[first] = sounds.pop("reconstruction")  # rendered once, kept under its run's name
-    mel = cache.mels[index].astype(np.float32)
+    mel = cache.db(index)
     return sounds | {name: mel_to_audio(run.reconstruct(mel), cache.features, n_iter, quality=quality)
                      for name, run in others}

@@ -8,18 +8,18 @@ import argparse
 import json
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from .cache import SPLITS
 from .config import AMP_MODES, DEFAULT_PRESET, INITS, PRESETS, PRETRAINED, PROFILES, Config
-from .data import SOURCES
-from .distributed import rank
 from .evaluate import markdown_table, save_report
-from .features import SPLITS
 from .pipeline import demo
 from .pretrained import load_pretrained
 from .run import load_run
 from .runtime import DEVICES
 from .session import for_folders
+from .sources import SOURCES
 from .storage import BeetNetError
 
 
@@ -46,7 +46,7 @@ def _train(args: argparse.Namespace) -> None:
                             progress=watched(), init=args.init,
                             epochs=args.epochs, batch_size=args.batch_size, minutes=args.minutes,
                             budget_minutes=args.budget_minutes, amp=args.amp)
-    if history and rank() == 0 and not args.settings:  # a rank of --gpus: the launcher that started it says this
+    if history:
         best = min(history, key=lambda h: h["val_l1"])
         print(f"best val L1 {best['val_l1']:.4f} ({best['val_l1_db']:.2f} dB) at epoch {best['epoch']}; "
               f"checkpoints, history.json and loss.png in {args.run}")
@@ -109,8 +109,7 @@ def parser() -> argparse.ArgumentParser:
                    "or the CPU when there is none) in N processes, started by torchrun; the batch is shared out, so "
                    "it stays --batch-size. With --device cpu: N CPU processes")
     t.add_argument("--settings", type=Path, metavar="JSON", help="train exactly these settings (a Config as JSON, "
-                   "instead of --profile, --preset and the options above): how --gpus hands a notebook's to its "
-                   "processes")
+                   "instead of --profile, --preset and the options above)")
 
     e = add("evaluate", "Score a run and the baselines on held-out recordings (or another clip folder).", _evaluate)
     e.add_argument("--run", type=Path, help="a trained run folder")
@@ -138,9 +137,15 @@ def _terminate(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    return guarded(lambda: args.fn(args))
+
+
+def guarded(command: Callable[[], None]) -> int:
+    """Run a command as the shell sees it: an error a user can act on is one line on stderr (exit code 2);
+    Ctrl-C and SIGTERM stop it cleanly, with one line (130, 143)."""
     signal.signal(signal.SIGTERM, _terminate)
     try:
-        args.fn(args)
+        command()
     except (BeetNetError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

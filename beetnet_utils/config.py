@@ -119,12 +119,12 @@ class DataConfig:
 class ModelConfig:
     """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional).
 
-    `preset` picks the architecture (model.ARCHITECTURES): `original` is the specification; `local` reads
+    `architecture` names one of model.ARCHITECTURES: `original` is the specification; `local` reads
     the latent as a short sequence in time (the `best` preset's); `pca_gru` (an earlier round's) adds a
     PCA-initialised linear path beside a GRU correction. `dropout` and `refine_steps` apply to ours.
     """
 
-    preset: str = "original"
+    architecture: str = "original"
     proj_dim: int = 256
     latent_dim: int = 256
     dec_hidden: int = 256
@@ -252,14 +252,14 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_LOCAL = {"preset": "local", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30, "refine_lr": 0.1,
-          "envelope_dims": 32, "local_channels": 28}
+_LOCAL = {"architecture": "local", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30,
+          "refine_lr": 0.1, "envelope_dims": 32, "local_channels": 28}
 _LOCAL_TRAIN = {"weight_decay": 0.05, "schedule": "cosine", "clamp_loss": True, "eq_db": 2.0}
 SHARPNESS = 0.5  # `best`'s flux weight: reconstructions that move from frame to frame as much as the clip does
 
 # What a person chooses from: the specification's model, and ours.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "original": {"model": {"preset": "original"}, "train": {}},
+    "original": {"model": {"architecture": "original"}, "train": {}},
     # the latent as 32 numbers for the spectral envelope and 8 steps along the clip of 28, decoded by weights
     # shared along time and a GRU over the frames; a random EQ in training; trained for sharp onsets
     "best": {"model": _LOCAL, "train": _LOCAL_TRAIN | {"flux_weight": SHARPNESS}},
@@ -270,7 +270,7 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 PRETRAIN: dict[str, dict[str, Any]] = {"model": _LOCAL | {"dec_hidden": 256, "dec_layers": 2},
                                        "train": PRESETS["best"]["train"]}
 
-_PCA_GRU = {"model": {"preset": "pca_gru", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30,
+_PCA_GRU = {"model": {"architecture": "pca_gru", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30,
                       "refine_lr": 0.1, "pca_shifts": (3, 6), "envelope_dims": 16},
             "train": {"weight_decay": 0.05, "schedule": "cosine", "linear_lr_scale": 0.1, "clamp_loss": True,
                       "shift_frames": 6, "gain_db": 3.0, "tilt_db": 6.0}}

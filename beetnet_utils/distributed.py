@@ -157,13 +157,13 @@ def processes(gpus: int | str, device: str | None) -> int:
     return n
 
 
-_ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?error: (.+)$", re.MULTILINE)  # the CLI's one-line errors
+_ERROR_LINE = re.compile(r"^(?:\[rank\d+\]:\s*)?error: (.+)$", re.MULTILINE)  # a rank's one-line errors (cli.guarded)
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.DOTALL)
 
 
 def failure(output: str, returncode: int) -> str:
-    """One line for a torchrun job that failed, from its output: a rank's own error line (the CLI's
-    "error: ..."), else the rank torchrun names as the first to stop, and how it stopped."""
+    """One line for a torchrun job that failed, from its output: a rank's own error line ("error: ..."),
+    else the rank torchrun names as the first to stop, and how it stopped."""
     if m := _ERROR_LINE.search(output):
         return m[1].strip()
     if m := _ROOT_CAUSE.search(output):
@@ -178,12 +178,13 @@ def failure(output: str, returncode: int) -> str:
 
 
 def launch(procs: int, args: list[str], log: Callable[[str], None] = print) -> None:
-    """Run `python -m beetnet_utils ARGS` in `procs` processes under torchrun, each line of their output
-    passed to `log` as it comes; a failure is one BeetNetError line (torchrun's own report is kept in a
-    file the line names). torchrun is this interpreter's `python -m torch.distributed.run` (a `torchrun` on
-    PATH may be another Python's); --standalone picks a free port, so jobs never collide."""
+    """Run `python -m beetnet_utils.rank ARGS` (one rank of a training) in `procs` processes under torchrun,
+    each line of their output passed to `log` as it comes; a failure is one BeetNetError line (torchrun's
+    own report is kept in a file the line names). torchrun is this interpreter's `python -m
+    torch.distributed.run` (a `torchrun` on PATH may be another Python's); --standalone picks a free port,
+    so jobs never collide."""
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={procs}",
-           "-m", "beetnet_utils", "--", *args]  # "--": torchrun would read train's --run as its --run-path
+           "-m", "beetnet_utils.rank", "--", *args]  # "--": torchrun would read --run as its --run-path
     env = os.environ | {"PYTHONUNBUFFERED": "1"}  # lines as they are printed, not when a buffer fills
     with tempfile.NamedTemporaryFile("w+", prefix="beetnet-torchrun-", suffix=".log", delete=False) as errors:
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=errors, text=True, env=env)

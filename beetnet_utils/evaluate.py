@@ -13,11 +13,10 @@ The report (`evaluate`; `Session.evaluate` adds "realism" and writes it as runs/
 `evaluate --json OUT` where asked), version REPORT_VERSION:
 
   {
-    "version": 4,
+    "version": REPORT_VERSION,
     "cache": path, "stats": {"mean": dB, "std": dB}, "latent_dim": n,  the first run's train statistics
-    "runs": {name: {"path", "architecture", "epoch"}},   architecture: the run's model.preset ("local"
-                                                         for the best preset; round 4's runs say "best",
-                                                         which model.RENAMED reads as "pca_gru")
+    "runs": {name: {"path", "architecture", "epoch"}},   architecture: the run's model.architecture
+                                                         ("local" for the best preset)
     "other_clips": path,                                 only for another folder of clips (--clips)
     "splits": {split: {                                  "val" and "test" (or the splits asked for),
                                                          or "other" for that folder
@@ -52,13 +51,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from .features import MelCache, build_cache
+from .cache import SAMPLE_CLIPS, MelCache
+from .cache_build import build_cache
 from .model import fit_codes
 from .pca import PCA
 from .run import Run
 from .storage import BeetNetError, atomic_write, check_not_inside, open_regular
 
-REPORT_VERSION = 4  # 4: runs[name] holds the model's `architecture` (was `preset`, which named it wrongly)
+REPORT_VERSION = 4
 
 
 def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str, float]:
@@ -153,14 +153,15 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
         run.check_cache(cache)
     first = next(iter(runs.values()))
     f = cache.features
-    baselines = Baselines.fit(cache.sample("train")[0], first.config.model.latent_dim, (f.db_min, f.db_max))
+    fitted_on = cache.clips("train", most=SAMPLE_CLIPS).db
+    baselines = Baselines.fit(fitted_on, first.config.model.latent_dim, (f.db_min, f.db_max))
     report = {"version": REPORT_VERSION, "cache": str(cache.path), "stats": first.stats,
               "latent_dim": first.config.model.latent_dim,
-              "runs": {n: {"path": str(r.path), "architecture": r.config.model.preset, "epoch": r.epoch}
+              "runs": {n: {"path": str(r.path), "architecture": r.config.model.architecture, "epoch": r.epoch}
                        for n, r in runs.items()},
               "splits": {}}
     sets = ({"other": (other.mels.astype(np.float32), other.recordings)} if other is not None else
-            {s: (cache.mels[cache.indices(s)].astype(np.float32), cache.recordings[cache.indices(s)]) for s in splits})
+            {s: cache.clips(s) for s in splits})
     if other is not None:
         report["other_clips"] = other.meta["clips_dir"]
     for split, (x, recordings) in sets.items():

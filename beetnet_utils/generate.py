@@ -23,7 +23,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .features import MelCache
 from .realism import ClipSet, FeatureSpace, realism_report, split_groups
 from .run import Run
 from .storage import BeetNetError, check_array
@@ -193,12 +192,6 @@ def samples(runs: dict[str, Run], train_db: np.ndarray, n: int = 4, seed: int = 
 
 # --- how real are they? ----------------------------------------------------------------------
 
-def recorded(cache: MelCache, splits: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """The dB clips of `splits` and, beside them, the recording of each: what generation_report takes."""
-    rows = np.concatenate([cache.indices(s) for s in splits])
-    return cache.mels[rows].astype(np.float32), cache.recordings[rows]
-
-
 def nearest_distance(mel_db: np.ndarray, reference_db: np.ndarray, batch: int = 256) -> np.ndarray:
     """Each spectrogram's mean |dB difference| to its nearest reference spectrogram (L1 per bin)."""
     ref = torch.as_tensor(reference_db.reshape(len(reference_db), -1), dtype=torch.float32)
@@ -212,7 +205,7 @@ def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarr
                       unseen: int = 4, reference: int = 400, seed: int = 0) -> dict:
     """Realism rows of one run (realism.realism_report): the decoder, each prior and midpoints, against a floor.
 
-    Each clip comes with its recording (`recorded(cache, splits)` gives both): the rows compare
+    Each clip comes with its recording (`MelCache.clips(splits)` gives both): the rows compare
     whole recordings. `unseen` train recordings (leaving the priors at least 2) are kept out of the
     priors' fit, which takes the others; the feature space is fitted on `reference` of the priors'
     clips. `nearest_train_db` gives, per set, the mean distance of a spectrogram to the nearest

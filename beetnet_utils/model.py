@@ -265,14 +265,13 @@ def fit_codes(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: 
 
 ARCHITECTURES: dict[str, type[Autoencoder]] = {"original": GRUAutoencoder, "local": LocalGRUAutoencoder,
                                                "pca_gru": PCAGRUAutoencoder}
-RENAMED = {"best": "pca_gru"}  # runs saved before the `best` preset moved to `local`'s architecture
 
 
 def build_model(cfg: Config) -> Autoencoder:
     """The model a config describes: architecture `original` (the specification), `local` (ours) or `pca_gru`."""
-    name = RENAMED.get(cfg.model.preset, cfg.model.preset)
+    name = cfg.model.architecture
     if name not in ARCHITECTURES:
-        raise ValueError(f"unknown model preset {cfg.model.preset!r}: choose one of {', '.join(ARCHITECTURES)}")
+        raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(ARCHITECTURES)}")
     return ARCHITECTURES[name](cfg.model, *cfg.features.shape)
 
 

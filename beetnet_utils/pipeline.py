@@ -24,9 +24,9 @@ from jupyter_core.utils import run_sync
 from nbclient import NotebookClient
 
 from .audio import listen_runs, save_wav
+from .cache import load_cache
 from .config import DEFAULT_PRESET, FINETUNED, PRESETS, PRETRAINED
 from .evaluate import markdown_table
-from .features import load_cache
 from .pretrained import load_pretrained
 from .run import load_run
 from .storage import claim_dir

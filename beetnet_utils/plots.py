@@ -71,7 +71,7 @@ def metrics_bars(report: dict, metric: str = "l1_std"):
 def latent_map(run, cache, splits: tuple[str, ...] = ("val", "test")):
     """The held-out clips' latent vectors on their first two principal components, by recording."""
     idx = np.concatenate([cache.indices(s) for s in splits])
-    z = np.concatenate([run.encode(cache.mels[idx[i:i + 256]].astype(np.float32)).numpy()
+    z = np.concatenate([run.encode(cache.db(idx[i:i + 256])).numpy()
                         for i in range(0, len(idx), 256)])
     return latent_pca(z, cache.recordings[idx], f"{' and '.join(splits)} latents, first two principal components")
 
@@ -113,7 +113,7 @@ def panels_png(mels: list[np.ndarray], db_range: tuple[float, float] = DB_RANGE,
 def db_histogram(cache, bins: int = 100):
     """Where the clamped dB values fall: the spikes at the ends are the clamp at work."""
     f = cache.features
-    sample = cache.mels[:: max(1, len(cache.mels) // 2000)].astype(np.float32).ravel()
+    sample = cache.db(slice(None, None, max(1, len(cache.mels) // 2000))).ravel()
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
     ax.hist(sample, bins=bins, color="C0", log=True)
     for edge in (f.db_min, f.db_max):
@@ -165,7 +165,7 @@ def grid(rows: dict[str, list[np.ndarray]], titles: list[str] | None = None, db_
 def presets_side_by_side(runs: dict, cache, index: int):
     """One clip: the real clip, then each run's reconstruction, on one colour scale, with each one's L1. The
     clip is "real clip", never "original": a run may be the `original` preset."""
-    real = cache.mels[index].astype(np.float32)
+    real = cache.db(index)
     panels, titles = [real], [f"real clip {cache.names[index]}"]
     for name, run in runs.items():
         rec = run.reconstruct(real).numpy()

@@ -13,11 +13,8 @@ The features (`FeatureSpace`) are PCA-64 of the standardised mel, which sees whi
 how loud, beside each band's mean |frame-to-frame change|, which sees onsets and sharpness: a
 decoder that blurs in time can match the PCA part and still fail the second.
 
-The classifier is logistic regression on standardised features. A small MLP (one hidden layer of
-64, `model="mlp"`) was measured beside it on the mid demo set (77 clips a side, 3 halvings): it was
-never more than 0.015 more accurate on any spoilt copy (blurred over 2, 3 or 5 frames, PCA-16
-reconstructions, frames shuffled), was 0.025 less so on the 5-frame blur, and took 10 to 15 times as
-long (about 0.4 s against 0.03 s). So logistic regression is the default.
+The classifier is logistic regression on standardised features: a small MLP (`model="mlp"`) told
+spoilt copies apart no better and took 10 to 15 times as long (docs/RESULTS.md, "how real they look").
 
 `realism_report` turns these into the rows that locate the gap: real clips against reconstructions
 (the decoder), prior samples against reconstructions of recordings the prior never saw (the

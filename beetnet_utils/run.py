@@ -21,9 +21,9 @@ import torch
 from .config import Config
 from .model import build_model, fit_codes
 from .runtime import pick_device
-from .storage import BeetNetError, atomic_write, check_array, claim_dir
+from .storage import MARKERS, BeetNetError, atomic_write, check_array, claim_dir
 
-CHECKPOINT_FORMAT = 3  # 3: plain data only (tensors, numbers, strings, lists, dicts), read with weights_only
+CHECKPOINT_FORMAT = 4  # plain data only (tensors, numbers, strings, lists, dicts), read with weights_only
 CHECKPOINTS = ("last", "best")
 # Settings that may change between a run and its resumption; anything else must match.
 RESUMABLE_CHANGES = {"train.epochs", "train.minutes", "train.amp", "profile"}
@@ -234,7 +234,7 @@ def load_run(run_dir: Path, which: str = "best", device: str | None = None) -> R
     run_dir = Path(run_dir)
     if run_dir.is_file():
         raise BeetNetError(f"{run_dir} is a file: pass the run folder that holds it ({run_dir.parent})")
-    if (run_dir / "meta.json").is_file() or (run_dir / "manifest.json").is_file():
+    if (run_dir / MARKERS["cache"]).is_file() or (run_dir / MARKERS["clips"]).is_file():
         raise BeetNetError(f"{run_dir} is a mel cache or a clip folder, not a run: pass the run folder that "
                            "training wrote (the one with last.pt and best.pt)")
     ckpt = load_checkpoint(run_dir, which)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from .storage import BeetNetError, atomic_dir, atomic_write, claim_output, owned
+from .storage import MARKERS, BeetNetError, atomic_dir, atomic_write, claim_output, owned
 
 DEVICES = ("cpu", "cuda")
 CONTENT_ROOT_ENV, KAGGLE_ROOT_ENV = "BEETNET_CONTENT_ROOT", "BEETNET_KAGGLE_ROOT"
@@ -254,7 +254,7 @@ def restore_cache(archive: Path, cache_dir: Path) -> bool:
     """Unpack a backed-up cache to local disk if the local copy is gone (after a disconnect). A damaged
     archive (truncated, empty, not a cache) is set aside with a warning, and the cache is built again; a
     folder of files BeetNet did not write is never replaced."""
-    if (cache_dir / "meta.json").exists() or not archive.exists():
+    if (cache_dir / MARKERS["cache"]).exists() or not archive.exists():
         return False
     claim_output(cache_dir, "cache")
     cache_dir.parent.mkdir(parents=True, exist_ok=True)  # a new VM: staged beside the target, renamed in place

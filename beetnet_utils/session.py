@@ -10,11 +10,12 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from .cache import META, SAMPLE_CLIPS, MelCache, load_cache
+from .cache_build import build_cache
 from .config import (
     DEFAULT_INIT,
     DEFAULT_PRESET,
@@ -27,11 +28,10 @@ from .config import (
     get_config,
     with_preset,
 )
-from .data import SOURCES, ClipFolder, describe, download
-from .distributed import in_torchrun, launch, processes
+from .data import ClipFolder, describe
+from .distributed import launch, processes
 from .evaluate import evaluate, evaluate_clips, save_report
-from .features import MelCache, build_cache, load_cache
-from .generate import generation_report, recorded
+from .generate import generation_report
 from .pretrained import fine_tune_config, load_pretrained
 from .run import Run, load_run
 from .runtime import (
@@ -45,6 +45,7 @@ from .runtime import (
     paths,
     restore_cache,
 )
+from .sources import SOURCES, download
 from .storage import BeetNetError, atomic_write
 from .train import check_shares, train
 
@@ -187,7 +188,7 @@ class Session:
         cache = build_cache(self.paths.clips, self.paths.cache, self.config.features, self.config.data,
                             progress=progress)
         archive = self.paths.cache_archive
-        if archive and (not archive.exists() or archive.stat().st_mtime < (cache.path / "meta.json").stat().st_mtime):
+        if archive and (not archive.exists() or archive.stat().st_mtime < (cache.path / META).stat().st_mtime):
             print(f"copying the cache to Drive as one file: {archive}")
             backup_cache(cache.path, archive)
         return cache
@@ -197,7 +198,7 @@ class Session:
         notebook runs on its own machine, so there a missing cache is built again (from the clips)."""
         if self.paths.cache_archive and restore_cache(self.paths.cache_archive, self.paths.cache):
             print(f"restored the cache from {self.paths.cache_archive}")
-        if self.env.hosted and not (self.paths.cache / "meta.json").exists():
+        if self.env.hosted and not (self.paths.cache / META).exists():
             print("no mel cache on this machine (each notebook has its own): building it")
             return self.cache(progress=False)
         try:
@@ -229,25 +230,19 @@ class Session:
         `init="pretrained"`: a new run (default folder `finetuned`) that starts from the pretrained weights;
         None: the session's choice for `best` (see `settings`).
 
-        `gpus` above 1 (or "all") trains one model on that many GPUs: torchrun starts the package's CLI in
-        as many processes, as a subprocess whose lines stream in here as they come (a notebook never forks
-        its kernel); with `device="cpu"`, that many CPU processes. `settings` is the exact Config to train,
-        how that subprocess receives this session's.
+        `gpus` above 1 (or "all") trains one model on that many GPUs: torchrun starts rank.py in as many
+        processes, as a subprocess whose lines stream in here as they come (a notebook never forks its
+        kernel); with `device="cpu"`, that many CPU processes. `settings`: the exact Config to train.
         """
         cfg = settings or self.settings(preset, init, **overrides)
         run_dir = Path(run_dir or self.run_dir(preset, cfg.train.init))
         procs = processes(gpus, device)
-        if in_torchrun():  # a rank maps the cache its launcher checked: the ranks share one copy, the OS's
-            return train(load_cache(self.paths.cache, in_memory=0), run_dir, cfg, device=device, progress=progress)
         if procs == 1:
             return train(self.load_cache(), run_dir, cfg, device=device, progress=progress)
         check_shares(cfg.train.batch_size, procs)
         cache = self.load_cache()  # restored and checked here, once, before the ranks read it
-        with tempfile.TemporaryDirectory(prefix="beetnet-settings-") as tmp:
-            settings_file = Path(tmp) / "settings.json"
-            settings_file.write_text(cfg.to_json())
-            launch(procs, ["train", f"--cache={cache.path}", f"--run={run_dir}", f"--gpus={procs}",  # a path may
-                           f"--settings={settings_file}", *([f"--device={device}"] if device else [])])  # start with -
+        launch(procs, [f"--cache={cache.path}", f"--run={run_dir}", f"--config={cfg.to_json()}",  # one argument
+                       *([f"--device={device}"] if device else [])])  # each, though a path may start with -
         return json.loads((run_dir / "history.json").read_text())
 
     def load_runs(self, device: str | None = None, pretrained: bool = True) -> dict[str, Run]:
@@ -274,7 +269,7 @@ class Session:
         cache = self.load_cache()
         if clips is None:
             result = evaluate(runs, cache, splits)
-            train, heldout = cache.sample("train"), recorded(cache, splits)  # clips beside their recordings
+            train, heldout = cache.clips("train", most=SAMPLE_CLIPS), cache.clips(splits)  # beside their recordings
             if len(heldout[0]) >= 8 and len(train[0]) >= 16:  # the two-sample test needs 4 clips a side
                 result["realism"] = {name: generation_report(run, *train, *heldout) for name, run in runs.items()}
         else:

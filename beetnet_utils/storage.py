@@ -18,7 +18,6 @@ import shutil
 import stat
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -26,13 +25,10 @@ from typing import BinaryIO
 import numpy as np
 
 _DISK_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-_LEGACY_STAGING_AGE_S = 24 * 3600  # staging of versions that did not put a PID in the name: stale after a day
 
 # The marker file each kind of output carries. A folder with one of these, holding a JSON object whose
 # "beetnet" is the kind, is BeetNet's: it may be replaced, and it is never read as input audio.
 MARKERS = {"clips": "manifest.json", "cache": "meta.json", "run": "run.json", "demo": "demo.json"}
-# Markers written before they named their kind are recognised by these keys.
-_LEGACY_KEYS = {"clips": {"key", "skipped"}, "cache": {"feature_hash", "clips_hash", "split_config"}}
 _LEFTOVER = re.compile(r"^\..+\.(staging|old)-\d+(-.*)?$")  # what atomic_dir and atomic_write leave when killed
 
 
@@ -125,9 +121,7 @@ def owned(folder: Path, kind: str, marker: str | None = None) -> bool:
         return False
     if not isinstance(saved, dict):
         return False
-    if "beetnet" in saved:
-        return saved["beetnet"] == kind
-    return kind in _LEGACY_KEYS and _LEGACY_KEYS[kind] <= saved.keys()
+    return saved.get("beetnet") == kind
 
 
 def beetnet_output(folder: Path) -> str | None:
@@ -191,16 +185,13 @@ def check_not_inside(output: Path, *inputs: Path) -> None:
 
 # --- leftovers of killed runs -----------------------------------------------------------------
 
-def _leftovers(target: Path) -> Iterator[tuple[Path, str, int | None]]:
+def _leftovers(target: Path) -> Iterator[tuple[Path, str, int]]:
     """(path, 'staging' | 'old', pid) for what runs writing `target` may leave beside it."""
     ours = re.compile(rf"^\.{re.escape(target.name)}\.(staging|old)-(\d+)(-.*)?$")
-    legacy = re.compile(rf"^\.{re.escape(target.name)}\.[a-z0-9_]{{8}}\.tmp$")  # tempfile names before PIDs
     with contextlib.suppress(OSError):  # no parent folder, or one we may not list: nothing to clean
         for entry in os.scandir(target.parent):
             if m := ours.match(entry.name):
                 yield Path(entry.path), m[1], int(m[2])
-            elif legacy.match(entry.name):
-                yield Path(entry.path), "staging", None
 
 
 def _alive(pid: int) -> bool:
@@ -215,13 +206,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _stale(path: Path, pid: int | None) -> bool:
-    if pid is not None:
-        return not _alive(pid)
-    try:
-        return time.time() - path.lstat().st_mtime > _LEGACY_STAGING_AGE_S
-    except FileNotFoundError:  # another run removed it first
-        return False
+def _stale(path: Path, pid: int) -> bool:
+    return not _alive(pid)
 
 
 def _remove(path: Path) -> None:

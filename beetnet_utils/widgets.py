@@ -20,8 +20,9 @@ import torch
 
 from . import plots
 from .audio import mel_to_audio, wav_bytes
+from .cache import MelCache
 from .evaluate import metrics
-from .features import MelCache, load_clip
+from .features import load_clip
 from .generate import mix_codes
 from .run import Run
 
@@ -82,7 +83,7 @@ class Refiner:
 
     def _render(self, i: int, recon: np.ndarray) -> tuple[bytes, bytes]:
         """Clip i's oracle (its own mel) and reconstruction as WAV bytes, inverted in one batch: faster."""
-        both = mel_to_audio(np.stack([self.cache.mels[i].astype(np.float32), recon]), self.cache.features,
+        both = mel_to_audio(np.stack([self.cache.db(i), recon]), self.cache.features,
                             self.n_iter)
         sr = self.cache.features.sample_rate
         return wav_bytes(both[0], sr), wav_bytes(both[1], sr)
@@ -117,7 +118,7 @@ class Refiner:
         def refine() -> None:
             if after is not None:
                 after.wait()
-            recons.update(zip(window, self.run.reconstruct(self.cache.mels[window].astype(np.float32)).numpy()))
+            recons.update(zip(window, self.run.reconstruct(self.cache.db(window)).numpy()))
 
         def render_ahead() -> None:
             while this == self._windows:
@@ -251,7 +252,7 @@ class CompareView:
                 drawn = threading.Event()
                 future = self.refiner.refinement(i, after=drawn)
                 try:
-                    plain = self.run.reconstruct(self.cache.mels[i].astype(np.float32), refine=False).numpy()
+                    plain = self.run.reconstruct(self.cache.db(i), refine=False).numpy()
                     shown = self._drawing(i, plain, refined=False)
                 finally:
                     drawn.set()  # now the refinement may take the cores
@@ -288,7 +289,7 @@ class CompareView:
 
     def _draw(self, i: int, recon: np.ndarray, refined: bool) -> dict:
         name, sr = self.cache.names[i], self.features.sample_rate
-        original = self.cache.mels[i].astype(np.float32)
+        original = self.cache.db(i)
         m = metrics(recon, original, self.run.stats["std"])
         code = "" if refined else " from the encoder's code, <i>refining…</i>"
         self.readout.value = (f"<span class='beetnet-readout' data-clip='{name}' data-l1='{m['l1_std']:.4f}' "
@@ -335,7 +336,7 @@ class InterpolateView:
         alpha only decodes."""
         pair = (self.a.value, self.b.value)
         if pair != self._pair:
-            z = self.run.encode(np.stack([self.cache.mels[self.index[n]].astype(np.float32) for n in pair]))
+            z = self.run.encode(self.cache.db(np.array([self.index[n] for n in pair])))
             self._pair, self._codes, self._ends = pair, z, self.run.decode(z).numpy()
         return self._codes, self._ends
 

@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=512)
     ap.add_argument("--repeat", type=int, default=3, help="runs of each; the fastest is reported")
     args = ap.parse_args()
-    x = load_cache(args.cache).db(args.split)[:args.clips]
+    x = load_cache(args.cache).clips(args.split).db[:args.clips]
     for refine in (True, False):
         ms = min(encode_ms_per_clip(args.run, x, refine) for _ in range(args.repeat))
         print(f"{'with' if refine else 'without'} refinement: {ms:.2f} ms per clip ({len(x)} {args.split} clips, "

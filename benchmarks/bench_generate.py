@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT))
 from beetnet_utils import load_cache, load_run  # noqa: E402
 from beetnet_utils.audio import mel_to_audio, round_trip  # noqa: E402
 from beetnet_utils.features import load_clip  # noqa: E402
-from beetnet_utils.generate import PRIORS, decode_all, encode_all, fit_prior, generation_report, realism_table, recorded  # noqa: E402
+from beetnet_utils.generate import PRIORS, decode_all, encode_all, fit_prior, generation_report, realism_table  # noqa: E402
 
 
 def least_squares_griffin_lim(mel: torch.Tensor, f) -> np.ndarray:
@@ -73,7 +73,7 @@ def main() -> None:
 
     cache = load_cache(args.cache)
     runs = {name: load_run(path) for name, path in (r.split("=", 1) for r in args.run)}
-    train, heldout = recorded(cache, ("train",)), recorded(cache, tuple(args.heldout))
+    train, heldout = cache.clips(("train",)), cache.clips(tuple(args.heldout))
     train_db, heldout_db = train[0], heldout[0]
     print(f"{cache.path}: {len(train_db)} train clips of {len(set(train[1]))} recordings, {len(heldout_db)} "
           f"{'+'.join(args.heldout)} clips of {len(set(heldout[1]))}; threads {torch.get_num_threads()}")

@@ -1,7 +1,7 @@
 """Peak memory of cutting one long recording into clips (`download --source folder`), by its length.
 
 Each measurement is a fresh process (ru_maxrss, so the figure includes Python, torch and numpy: about
-0.8 GB before any audio): `streamed` is the product's path (data.from_folder, 30 s at a time); `whole`
+0.8 GB before any audio): `streamed` is the product's path (sources.from_folder, 30 s at a time); `whole`
 reads the file whole and resamples it in one call (data.read_audio + data.segment), as it did before.
 
     python benchmarks/bench_long_recording.py --minutes 2 20 60
@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 STREAMED = """
 from beetnet_utils import get_config
-from beetnet_utils.data import from_folder
+from beetnet_utils.sources import from_folder
 clips = from_folder({folder!r}, {out!r}, get_config("smoke").features, progress=False).clips
 """
 WHOLE = """

@@ -232,7 +232,7 @@ def score_baselines(bench: Bench) -> None:
     """The baselines, PCA's codes refined with the subject's own refinement settings."""
     cache, f = bench.cache, bench.cache.features
     subject_model = with_preset(bench.cfg, bench.subject).model
-    baselines = Baselines.fit(cache.db("train"), bench.cfg.model.latent_dim, (f.db_min, f.db_max))
+    baselines = Baselines.fit(cache.clips("train").db, bench.cfg.model.latent_dim, (f.db_min, f.db_max))
     stats = {"mean": cache.mean, "std": cache.std}
     bench.results = {name: {} for name in bench.data}
     for name, (x, recs) in bench.data.items():

@@ -73,7 +73,7 @@ def make_clips(n: int, work: Path, source: Path | None) -> Path:
 
 def cut_epochs(batches: int) -> None:
     """Every epoch from here is its first `batches` batches (Batches.epoch takes len(self) rows)."""
-    from beetnet_utils.train import Batches
+    from beetnet_utils.batches import Batches
 
     whole = Batches.__len__
     Batches.__len__ = lambda self: min(whole(self), batches)

@@ -96,4 +96,4 @@ def drawing(trained, smoke_cache):
     """The trained run and the smoke train clips, to sample and interpolate from."""
     from beetnet_utils.run import load_run
 
-    return load_run(trained), smoke_cache.db("train")
+    return load_run(trained), smoke_cache.clips("train").db

@@ -5,6 +5,7 @@ itself is tried on small sources that break the rule in each of those ways."""
 from __future__ import annotations
 
 import ast
+import re
 import types
 from pathlib import Path
 
@@ -15,13 +16,14 @@ LAYERS = [
     {"config", "storage", "augment"},                       # settings, atomic files, errors; tensor shifts
     {"runtime", "synth", "pca", "plots", "distributed"},    # environment facts, pure helpers; torchrun's ranks
     {"data", "model"},                                      # clip folders; the architectures
-    {"features", "run", "realism"},                         # the mel cache; a trained run; realism measures
-    {"pretrained"},                                         # the shipped model, a run loaded from the package
+    {"features", "cache", "sources", "run", "realism"},     # the mel; its cache; the clip sources; a run; realism
+    {"cache_build", "batches", "pretrained"},               # building the cache; training's batches; the shipped model
     {"audio", "train", "evaluate", "generate"},             # what is done with runs and caches
     {"widgets"},                                            # interactive views
     {"session"},                                            # the notebook's steps
     {"pipeline"},                                           # make demo's notebook driver
     {"cli"},                                                # the shell's verbs
+    {"rank"},                                               # one process of a training in several (torchrun)
     {"__init__", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}
@@ -65,6 +67,14 @@ def violations(module: str, source: str) -> list[str]:
 
 def test_every_module_has_a_layer():
     assert set(MODULES) <= set(LAYER), f"add these to LAYERS and docs/ARCHITECTURE.md: {set(MODULES) - set(LAYER)}"
+
+
+def test_the_module_table_of_architecture_md_is_these_layers():
+    """docs/ARCHITECTURE.md's table names every module in the layer this test enforces, and no other."""
+    text = (PACKAGE.parent / "docs" / "ARCHITECTURE.md").read_text()
+    rows = re.findall(r"^\| (\d+) \| ((?:`\w+`(?:, )?)+) \|", text, re.MULTILINE)
+    documented = {name: int(layer) for layer, names in rows for name in re.findall(r"`(\w+)`", names)}
+    assert documented == {name: layer for name, layer in LAYER.items() if name not in ("__init__", "__main__")}
 
 
 @pytest.mark.parametrize("module", MODULES)
@@ -117,6 +127,6 @@ def test_public_names_are_the_functions_and_classes_not_their_modules():
     import beetnet_utils as bn
     for module in set(MODULES) - {"__main__"}:  # __main__ would run the command line
         importlib.import_module(f"beetnet_utils.{module}")
-    modules = {"audio", "features", "generate", "model", "plots", "runtime", "widgets"}
+    modules = {"audio", "cache", "features", "generate", "model", "plots", "runtime", "widgets"}
     for name in bn.__all__:
         assert isinstance(getattr(bn, name), types.ModuleType) == (name in modules), name

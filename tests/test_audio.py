@@ -121,7 +121,7 @@ class PCARun:
 
 def test_listen_gives_the_file_its_oracle_and_each_reconstruction(smoke_cache):
     f = smoke_cache.features
-    runs = {"original": PCARun(smoke_cache.db("train"), 4), "pca16": PCARun(smoke_cache.db("train"), 16)}
+    runs = {"original": PCARun(smoke_cache.clips("train").db, 4), "pca16": PCARun(smoke_cache.clips("train").db, 16)}
     index = int(smoke_cache.indices("test")[0])
     sounds = listen(runs["original"], smoke_cache, index, quality="fast")
     wav = load_clip(Path(smoke_cache.meta["clips_dir"]) / smoke_cache.names[index], f)[0].numpy()

@@ -209,7 +209,7 @@ def peak_memory_of_cutting(recording: Path, out: Path) -> int:
     import subprocess
     import sys
 
-    script = (f"import resource\nfrom beetnet_utils import get_config\nfrom beetnet_utils.data import from_folder\n"
+    script = (f"import resource\nfrom beetnet_utils import get_config\nfrom beetnet_utils.sources import from_folder\n"
               f"c = from_folder({str(recording.parent)!r}, {str(out)!r}, get_config('smoke').features,"
               f" progress=False)\n"
               f"print(c.clips, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
@@ -234,7 +234,8 @@ def test_clips_cut_a_block_at_a_time_are_the_clips_of_the_whole_recording(tmp_pa
     import soundfile as sf
     import torchaudio.functional as AF
 
-    from beetnet_utils.data import BLOCK_SECONDS, from_folder
+    from beetnet_utils.data import BLOCK_SECONDS
+    from beetnet_utils.sources import from_folder
 
     rec = long_recording((tmp_path / "in").mkdir() or tmp_path / "in" / "take.wav", 1.2, sr=44100, channels=2)
     assert 1.2 * 60 > 2 * BLOCK_SECONDS  # the recording spans block boundaries
@@ -332,7 +333,7 @@ def test_attack_nan_and_wrong_shapes_are_one_line_errors_not_nan_results(tmp_pat
         save_wav(np.full(16000, np.nan, np.float32), tmp_path / "x.wav", 16000)
     one_line(exc, "save_wav", "16000 NaN")
     assert not (tmp_path / "x.wav").exists()
-    mel = smoke_cache.db("test")[0].copy()
+    mel = smoke_cache.clips("test").db[0].copy()
     mel[3, 4] = np.nan
     with pytest.raises(BeetNetError) as exc:
         mel_to_audio(mel, f)
@@ -347,7 +348,7 @@ def test_attack_nan_and_wrong_shapes_are_one_line_errors_not_nan_results(tmp_pat
     with pytest.raises(BeetNetError) as exc:
         run.decode(np.zeros(7, np.float32))
     one_line(exc, "Run.decode", f"(…, {run.config.model.latent_dim})")
-    assert run.reconstruct(smoke_cache.db("test")[0]).shape == (96, 63)  # a good clip still works
+    assert run.reconstruct(smoke_cache.clips("test").db[0]).shape == (96, 63)  # a good clip still works
 
 
 def test_encode_and_decode_refuse_what_no_spectrogram_or_code_is_made_of(trained):

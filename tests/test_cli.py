@@ -23,7 +23,7 @@ def test_every_command_has_help_listing_all_its_options(command):
 
 def test_choices_come_from_the_registries_that_define_them():
     from beetnet_utils.config import AMP_MODES, PRESETS
-    from beetnet_utils.data import SOURCES
+    from beetnet_utils.sources import SOURCES
 
     choices = {a.dest: a.choices for c in subcommands().values() for a in c._actions if a.choices}
     assert list(choices["preset"]) == list(PRESETS) and list(choices["source"]) == list(SOURCES)

@@ -14,7 +14,8 @@ import pytest
 import soundfile as sf
 
 from beetnet_utils import BeetNetError, download, get_config, list_clips
-from beetnet_utils.data import from_kaggle, from_musicnet, parse_clip_name
+from beetnet_utils.data import parse_clip_name
+from beetnet_utils.sources import from_kaggle, from_musicnet
 
 from helpers import SR, kaggle_cache, tone, write_wav
 

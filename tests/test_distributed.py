@@ -17,11 +17,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from beetnet_utils import BeetNetError, with_preset
+from beetnet_utils import BeetNetError, Config, with_preset
+from beetnet_utils.batches import Batches
 from beetnet_utils.distributed import Group, failure, processes
 from beetnet_utils.run import load_checkpoint
 from beetnet_utils.session import for_folders
-from beetnet_utils.train import Batches, train
+from beetnet_utils.train import train
 
 ROOT = Path(__file__).parents[1]
 SETTINGS = {"epochs": 2, "batch_size": 2}
@@ -179,7 +180,7 @@ def test_when_torchrun_itself_is_killed_its_ranks_stop_and_the_line_says_so(tmp_
 def test_a_run_folder_that_starts_with_a_dash_reaches_the_ranks_as_one_argument(tmp_path, smoke_cache, monkeypatch):
     """`--run=-x` is one folder: handed on as `--run=PATH`, never as `--run` and `-x`."""
     from beetnet_utils import session as sessions
-    from beetnet_utils.cli import parser
+    from beetnet_utils.rank import parser
 
     handed = []
     monkeypatch.setattr(sessions, "launch", lambda procs, args: handed.append(args))
@@ -187,4 +188,5 @@ def test_a_run_folder_that_starts_with_a_dash_reaches_the_ranks_as_one_argument(
     with pytest.raises(FileNotFoundError):  # nothing trained: the stand-in launcher wrote no history.json
         for_folders("smoke", cache=smoke_cache.path).train("original", Path("-x"), device="cpu", gpus=2)
     args = parser().parse_args(handed[0])
-    assert args.run == Path("-x") and args.cache == smoke_cache.path and args.gpus == "2" and args.settings
+    assert args.run == Path("-x") and args.cache == smoke_cache.path and args.device == "cpu"
+    assert Config.from_json(args.config) == for_folders("smoke", cache=smoke_cache.path).settings("original")

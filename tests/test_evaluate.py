@@ -1,6 +1,7 @@
 """Metrics by hand, exact PCA, a report that recomputes, audible inversion, generation (the views: test_widgets)."""
 from __future__ import annotations
 
+import importlib
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import torch
 
 from beetnet_utils import mel_db
 from beetnet_utils.audio import mel_to_audio, save_wav, wav_bytes
-from beetnet_utils.evaluate import PCA, Baselines, evaluate, markdown_table, metrics, refined_pca, save_report
+from beetnet_utils.evaluate import PCA, Baselines, evaluate, markdown_table, metrics, refined_pca, save_report, score
 from beetnet_utils.generate import LatentGaussian, interpolate, slerp
 
 ROOT = Path(__file__).parents[1]
@@ -27,8 +28,22 @@ def test_metrics_by_hand():
     assert m["rmse_db"] == pytest.approx(np.sqrt((4 + 36) / 4))
 
 
+def test_scores_per_recording_are_each_recordings_own_clips_by_hand():
+    # three recordings of unequal size, each model wrong by its own amount on each: the per-recording L1 (in
+    # std units) is that recording's mean error, the overall one the mean over every clip
+    x = np.zeros((6, 2, 2))
+    recordings = np.array(["b", "a", "b", "c", "a", "b"])
+    errors = {"m": np.array([1.0, 2.0, 1.0, 8.0, 4.0, 1.0]), "n": np.array([0.0, 6.0, 3.0, 0.0, 0.0, 3.0])}
+    preds = {name: x + e[:, None, None] for name, e in errors.items()}
+    out = score(preds, x, recordings, std=2.0)
+    assert out["clips"] == 6 and out["recordings"] == 3
+    assert out["per_recording"] == {"a": {"clips": 2, "m": 1.5, "n": 1.5}, "b": {"clips": 3, "m": 0.5, "n": 1.0},
+                                    "c": {"clips": 1, "m": 4.0, "n": 0.0}}
+    assert out["models"]["m"]["l1_std"] == pytest.approx(17 / 6 / 2)
+
+
 def test_pca_is_exact_at_full_rank_and_lossy_below(mid_cache):
-    x = mid_cache.db("train")[:40]
+    x = mid_cache.clips("train").db[:40]
     full = PCA.fit(x, k=40)
     np.testing.assert_allclose(full.reconstruct(x), x, atol=1e-6)
     low = PCA.fit(x, k=5)
@@ -44,9 +59,9 @@ def test_pca_is_exact_at_full_rank_and_lossy_below(mid_cache):
 
 
 def test_baselines_predict_what_they_say(mid_cache):
-    train_db = mid_cache.db("train")
+    train_db = mid_cache.clips("train").db
     b = Baselines.fit(train_db, k=8, db_range=(-40, 60))
-    x = mid_cache.db("val")[:3]
+    x = mid_cache.clips("val").db[:3]
     p = b.predict(x)
     np.testing.assert_allclose(p["global_mean"][1], train_db.mean(0), rtol=1e-6)
     np.testing.assert_allclose(p["clip_mean_spectrum"][2, :, 7], x[2].mean(1), rtol=1e-6)
@@ -54,7 +69,7 @@ def test_baselines_predict_what_they_say(mid_cache):
 
 
 def test_refined_pca_starts_at_pca_and_only_lowers_each_clips_l1(mid_cache):
-    train_db, x = mid_cache.db("train"), mid_cache.db("val")
+    train_db, x = mid_cache.clips("train").db, mid_cache.clips("val").db
     b = Baselines.fit(train_db, k=8, db_range=(-40, 60))
     stats = {"mean": mid_cache.mean, "std": mid_cache.std}
     plain = b.predict(x)["pca_8"]
@@ -70,7 +85,7 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
     report = evaluate(run, mid_cache)
     assert set(report["splits"]) == {"val", "test"}
     test = report["splits"]["test"]
-    x = mid_cache.db("test").astype(np.float64)
+    x = mid_cache.clips("test").db.astype(np.float64)
     # the model, by hand: standardise, the raw network, back to dB, clamp (no Run, no reconstruct_all)
     mean, std = run.stats["mean"], run.stats["std"]
     with torch.no_grad():
@@ -81,7 +96,7 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
     assert test["models"]["beetnet"]["rmse_db"] == pytest.approx(np.sqrt(np.square(recon - x).mean()), rel=1e-4)
     # PCA by numpy's SVD of the train split (not the package's PCA class)
     k = run.config.model.latent_dim
-    train_flat = mid_cache.db("train").reshape(len(mid_cache.indices("train")), -1).astype(np.float64)
+    train_flat = mid_cache.clips("train").db.reshape(len(mid_cache.indices("train")), -1).astype(np.float64)
     centre = train_flat.mean(0)
     basis = np.linalg.svd(train_flat - centre, full_matrices=False)[2][:k]
     flat = x.reshape(len(x), -1)
@@ -92,7 +107,7 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
     table = markdown_table(report)
     assert "| beetnet |" in table and "| global_mean |" in table
     assert f"{test['models']['beetnet']['l1_std']:.4f}" in table
-    assert report["runs"]["beetnet"]["architecture"] == run.config.model.preset
+    assert report["runs"]["beetnet"]["architecture"] == run.config.model.architecture
     two = evaluate({"sharp": run, "b": run}, mid_cache, splits=("test",))
     assert list(two["splits"]["test"]["models"])[:3] == ["sharp", "b", "global_mean"]
     footnote = markdown_table(two).splitlines()[-1]  # the runs by their names (presets), not their architectures
@@ -103,14 +118,14 @@ def test_report_numbers_match_a_recomputation(tmp_path, run, mid_cache):
 
 
 def test_baselines_of_a_train_split_larger_than_the_sample_are_fitted_on_the_sample(run, mid_cache, monkeypatch):
-    from beetnet_utils import features
+    module = importlib.import_module("beetnet_utils.evaluate")  # the module: the package's `evaluate` is the function
 
     k = run.config.model.latent_dim
     most = len(mid_cache.indices("train")) - 8  # a split "larger than memory": the baselines see a sample of it
-    monkeypatch.setattr(features, "SAMPLE_CLIPS", most)
+    monkeypatch.setattr(module, "SAMPLE_CLIPS", most)
     test = evaluate(run, mid_cache, splits=("test",))["splits"]["test"]["models"]
-    x = mid_cache.db("test")
-    for fitted_on, expected in ((mid_cache.sample("train", most)[0], True), (mid_cache.db("train"), False)):
+    x = mid_cache.clips("test").db
+    for fitted_on, expected in ((mid_cache.clips("train", most).db, True), (mid_cache.clips("train").db, False)):
         b = Baselines.fit(fitted_on, k, (-40, 60)).predict(x)
         same = [test[m]["l1_std"] == pytest.approx(metrics(b[m], x, run.stats["std"])["l1_std"], rel=1e-6)
                 for m in ("global_mean", f"pca_{k}")]
@@ -137,7 +152,7 @@ def test_evaluating_against_the_wrong_cache_is_refused(run, smoke_cache):
 
 def test_griffin_lim_gives_the_clip_length_and_its_own_mel_is_close(tmp_path, mid_cache):
     f = mid_cache.features
-    target = mid_cache.db("test")[4]
+    target = mid_cache.clips("test").db[4]
     wav = mel_to_audio(target, f)
     assert wav.shape == (f.clip_samples,) and np.isfinite(wav).all()
     error = lambda w: np.abs(mel_db(torch.from_numpy(w), f).numpy() - target).mean()  # noqa: E731
@@ -154,7 +169,7 @@ def test_griffin_lim_gives_the_clip_length_and_its_own_mel_is_close(tmp_path, mi
 
 
 def test_interpolation_endpoints_are_the_two_reconstructions(run, mid_cache):
-    a, b = mid_cache.db("test")[0], mid_cache.db("test")[-1]
+    a, b = mid_cache.clips("test").db[0], mid_cache.clips("test").db[-1]
     for mode in ("linear", "spherical"):
         path = interpolate(run, a, b, [0.0, 0.5, 1.0], mode)
         assert path.shape == (3, *a.shape)
@@ -170,8 +185,8 @@ def test_slerp_keeps_length_between_equal_norm_vectors():
 
 
 def test_sampling_from_the_latent_gaussian(run, mid_cache):
-    g = LatentGaussian(run, mid_cache.db("train"))
-    z = torch.cat([run.encode(mid_cache.db("train"))]).double()
+    g = LatentGaussian(run, mid_cache.clips("train").db)
+    z = torch.cat([run.encode(mid_cache.clips("train").db)]).double()
     torch.testing.assert_close(g.mean, z.mean(0))
     s = g.sample(4, seed=1)
     assert s.shape == (4, 96, 63) and s.min() >= -40 and s.max() <= 60
@@ -182,7 +197,7 @@ def test_sampling_from_the_latent_gaussian(run, mid_cache):
 def test_priors_sample_deterministically_and_temperature_scales_the_spread(run, mid_cache, name):
     from beetnet_utils.generate import encode_all, fit_prior
 
-    z = encode_all(run, mid_cache.db("train"))
+    z = encode_all(run, mid_cache.clips("train").db)
     prior = fit_prior(name, z)
     a, b = prior.sample(64, seed=3), prior.sample(64, seed=3)
     assert a.shape == (64, z.shape[1]) and np.array_equal(a, b) and not np.array_equal(a, prior.sample(64, seed=4))
@@ -199,14 +214,14 @@ def test_unknown_prior_is_a_clear_error(run, mid_cache):
     from beetnet_utils.generate import samples
 
     with pytest.raises(ValueError, match="unknown prior 'flow'.*gaussian, mixture, kde"):
-        samples({"r": run}, mid_cache.db("train"), prior="flow")
+        samples({"r": run}, mid_cache.clips("train").db, prior="flow")
 
 
 def test_generation_report_rows_and_the_copying_it_reveals(run, mid_cache):
-    from beetnet_utils.generate import generation_report, nearest_distance, realism_table, recorded
+    from beetnet_utils.generate import generation_report, nearest_distance, realism_table
 
-    train, heldout = recorded(mid_cache, ("train",)), recorded(mid_cache, ("val", "test"))
-    np.testing.assert_array_equal(train[0], mid_cache.db("train"))
+    train, heldout = mid_cache.clips(("train",)), mid_cache.clips(("val", "test"))
+    np.testing.assert_array_equal(train[0], mid_cache.clips("train").db)
     report = generation_report(run, *train, *heldout)
     rows = report["rows"]
     assert list(rows) == ["real halves", "decoder", "floor", "prior gaussian", "prior mixture", "prior kde", "midpoint"]
@@ -218,8 +233,8 @@ def test_generation_report_rows_and_the_copying_it_reveals(run, mid_cache):
     assert report["recordings"] == {"fit": 4, "unseen": 4, "held-out": 2}
     cold = generation_report(run, *train, *heldout, priors=("kde",), temperature=0.0)
     assert cold["nearest_train_db"]["prior kde"] < 1e-3 < report["nearest_train_db"]["prior kde"]  # exact copies
-    x = mid_cache.db("test")[:5]
-    np.testing.assert_allclose(nearest_distance(x, mid_cache.db("test")), 0.0, atol=1e-6)  # itself is nearest
+    x = mid_cache.clips("test").db[:5]
+    np.testing.assert_allclose(nearest_distance(x, mid_cache.clips("test").db), 0.0, atol=1e-6)  # itself is nearest
     table = realism_table({"r": report})
     assert "| prior mixture | samples v 2 |" in table and "| decoder | 1 v 1 | n/m |" in table
 

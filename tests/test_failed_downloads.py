@@ -23,7 +23,7 @@ import pytest
 import soundfile as sf
 
 from beetnet_utils import BeetNetError
-from beetnet_utils.data import from_kaggle
+from beetnet_utils.sources import from_kaggle
 
 from helpers import DISK_FULL, FREE_SPACE, SR, in_thread, kaggle_cache, one_line, run_python, tone
 from journey import tree
@@ -192,7 +192,7 @@ def test_attack_disk_full_while_downloading_from_kaggle_says_so(bad_kaggle, offl
     bad_kaggle.mode = "ok"
     users_kaggle_cache(offline_kaggle)
     before = tree(tmp_path, KAGGLE_DOWNLOAD)
-    call = ("from beetnet_utils.data import from_kaggle; "
+    call = ("from beetnet_utils.sources import from_kaggle; "
             f"from_kaggle({str(tmp_path / 'clips')!r}, 'alexzyukov/beethoven/versions/1', progress=False)")
     r = run_python(DISK_FULL.format(limit=50_000, call=call), env=os.environ.copy())
     assert tree(tmp_path, KAGGLE_DOWNLOAD) == before

@@ -49,7 +49,7 @@ def test_no_recording_is_in_two_splits_and_every_split_has_one(smoke_cache):
 
 
 def test_statistics_come_from_the_train_split_only(smoke_cache):
-    train = smoke_cache.db("train").astype(np.float64)
+    train = smoke_cache.clips("train").db.astype(np.float64)
     assert smoke_cache.mean == pytest.approx(train.mean(), abs=1e-6)
     assert smoke_cache.std == pytest.approx(train.std(), abs=1e-6)
     assert smoke_cache.mean != pytest.approx(smoke_cache.mels.astype(np.float64).mean(), abs=1e-3)
@@ -147,10 +147,10 @@ except BeetNetError as e:
 
 
 def test_forked_workers_give_the_same_cache_as_one_process(tmp_path, smoke, smoke_clips, monkeypatch):
-    from beetnet_utils import features
+    from beetnet_utils import cache_build
 
     threads = torch.get_num_threads()
-    monkeypatch.setattr(features, "_CHUNK", 8)  # enough chunks for the worker pool on a small set
+    monkeypatch.setattr(cache_build, "_CHUNK", 8)  # enough chunks for the worker pool on a small set
     a = build_cache(smoke_clips.path, tmp_path / "a", smoke.features, smoke.data, workers=1, **quiet)
     b = build_cache(smoke_clips.path, tmp_path / "b", smoke.features, smoke.data, workers=2, **quiet)
     assert a.names == b.names and np.array_equal(a.mels, b.mels) and a.meta["stats"] == b.meta["stats"]
@@ -207,14 +207,14 @@ def count_calls(monkeypatch, module, name: str) -> list:
 
 def test_a_cache_unchanged_since_its_last_full_check_is_neither_rehashed_nor_its_clips_reread(tmp_path, smoke,
                                                                                             smoke_clips, monkeypatch):
-    from beetnet_utils import features, list_clips
+    from beetnet_utils import cache, cache_build, list_clips
     from beetnet_utils.storage import content_hash
 
     clips, out = tmp_path / "clips", tmp_path / "cache"
     shutil.copytree(smoke_clips.path, clips)
     built = build_cache(clips, out, smoke.features, smoke.data, **quiet)
     assert built.meta["clips_hash"] == content_hash(list_clips(clips))  # the workers' digests add up to it
-    hashed, read = count_calls(monkeypatch, features, "_file_hash"), count_calls(monkeypatch, features, "content_hash")
+    hashed, read = count_calls(monkeypatch, cache, "_file_hash"), count_calls(monkeypatch, cache_build, "content_hash")
     said = []
     assert np.array_equal(load_cache(out).mels, built.mels) and not hashed
     build_cache(clips, out, smoke.features, smoke.data, progress=False, log=said.append)
@@ -256,7 +256,7 @@ def test_a_cache_over_its_memory_budget_is_mapped_not_read_and_a_skipped_recordi
     (tmp_path / "cache" / ".verified.json").unlink()  # no record: checked whole against meta.json
     mapped = load_cache(tmp_path / "cache", in_memory=0)
     assert isinstance(mapped.mels, np.memmap) and np.array_equal(mapped.mels, whole.mels)
-    train = mapped.db("train").astype(np.float64)
+    train = mapped.clips("train").db.astype(np.float64)
     assert whole.mean == pytest.approx(train.mean(), abs=1e-6) and whole.std == pytest.approx(train.std(), abs=1e-6)
     for i in (0, len(whole.names) - 1):
         wav, _, _ = load_clip(clips / whole.names[i], whole.features)
@@ -265,17 +265,19 @@ def test_a_cache_over_its_memory_budget_is_mapped_not_read_and_a_skipped_recordi
 
 def test_a_sample_of_a_split_is_seeded_rows_of_it_in_cache_order_with_their_recordings(smoke_cache):
     idx = smoke_cache.indices("train")
-    whole, whole_recs = smoke_cache.sample("train")  # fewer clips than SAMPLE_CLIPS: all of them
-    assert np.array_equal(whole, smoke_cache.db("train")) and np.array_equal(whole_recs, smoke_cache.recordings[idx])
-    x, recs = smoke_cache.sample("train", most=5, seed=1)
+    whole, whole_recs = smoke_cache.clips("train", most=len(idx))  # as many as there are: all of them
+    assert np.array_equal(whole, smoke_cache.clips("train").db)
+    assert np.array_equal(whole_recs, smoke_cache.recordings[idx])
+    assert np.array_equal(whole, smoke_cache.mels[idx].astype(np.float32))
+    x, recs = smoke_cache.clips("train", most=5, seed=1)
     assert x.shape == (5, *smoke_cache.mels.shape[1:]) and x.dtype == np.float32
     # each sampled clip is a distinct train clip, in cache order, beside its own recording
     rows = [int(np.flatnonzero((smoke_cache.mels == clip.astype(smoke_cache.mels.dtype)).all(axis=(1, 2)))[0])
             for clip in x]
     assert rows == sorted(set(rows)) and set(rows) <= set(idx.tolist())
     assert np.array_equal(recs, smoke_cache.recordings[rows])
-    again, _ = smoke_cache.sample("train", most=5, seed=1)
-    other, _ = smoke_cache.sample("train", most=5, seed=2)
+    again, _ = smoke_cache.clips("train", most=5, seed=1)
+    other, _ = smoke_cache.clips("train", most=5, seed=2)
     assert np.array_equal(x, again) and not np.array_equal(x, other)
 
 
@@ -285,14 +287,15 @@ def test_rows_read_from_a_mapped_cache_are_its_rows_in_the_order_asked(smoke_cac
     n = len(mapped.names)
     order = np.random.default_rng(0).permutation(n)[:20]
     for idx in (order, np.arange(3, n - 2), np.r_[7, 8, 9, 2, 3, n - 1, 0], np.array([], dtype=np.int64)):
-        got = mapped.read(idx)
+        got = mapped._read(idx)
+        assert np.array_equal(mapped.db(idx), got.astype(np.float32))
         assert got.dtype == np.float16 and got.shape == (len(idx), *smoke_cache.mels.shape[1:])
         assert np.array_equal(got, smoke_cache.mels[idx])
 
 
 def test_split_recordings_takes_its_fractions_of_recordings_and_keeps_shared_ones_together():
     from beetnet_utils import DataConfig
-    from beetnet_utils.features import split_recordings
+    from beetnet_utils.cache_build import split_recordings
 
     recs = [f"r{i:02d}" for i in range(20)]
     split = split_recordings(recs + recs[:5], DataConfig(val_fraction=0.1, test_fraction=0.2))

@@ -33,7 +33,7 @@ def test_each_preset_builds_trains_and_round_trips(tmp_path, smoke, smoke_cache,
     if cfg.train.clamp_loss:
         pred = pred.clamp(*[(v - smoke_cache.mean) / smoke_cache.std for v in cfg.features.db_range])
     assert float((pred - x).abs().mean()) == pytest.approx(min(h["val_l1"] for h in history), rel=1e-5)
-    mel = smoke_cache.db("test")[:2]
+    mel = smoke_cache.clips("test").db[:2]
     z = run.encode(mel)
     assert z.shape == (2, cfg.model.latent_dim)
     torch.testing.assert_close(run.reconstruct(mel), run.decode(z))
@@ -91,7 +91,7 @@ def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache, pre
     cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 30})
     train(smoke_cache, tmp_path / "run", cfg, **quiet)
     run = load_run(tmp_path / "run")
-    mel = smoke_cache.db("test")
+    mel = smoke_cache.clips("test").db
     plain = (run.reconstruct(mel, refine=False).numpy() - mel).__abs__().mean(axis=(1, 2))
     refined = (run.reconstruct(mel).numpy() - mel).__abs__().mean(axis=(1, 2))
     assert (refined <= plain + 1e-4).all(), (refined - plain).max()
@@ -367,21 +367,3 @@ def test_refine_returns_each_clips_best_code_not_its_last(smoke, smoke_cache, pr
     assert (got <= l1[0] + 1e-6).all()  # never above the encoder's
 
 
-def test_a_run_of_the_retired_best_loads_and_is_not_trained_over_by_the_new_one(tmp_path, smoke, smoke_cache):
-    """Round 4's `best` was pca_gru's architecture under the name `best`: such a run still loads as what it
-    is, and training today's `best` into its folder is refused in one line that says what to do."""
-    from beetnet_utils import BeetNetError
-
-    run = tmp_path / "smoke-best"
-    train(smoke_cache, run, with_preset(smoke, "pca_gru").replace(train={"epochs": 1}, model={"refine_steps": 0}),
-          **quiet)
-    for name in ("last.pt", "best.pt"):  # as the earlier version saved it
-        ckpt = torch.load(run / name, weights_only=False)
-        ckpt["config"]["model"]["preset"] = "best"
-        torch.save(ckpt, run / name)
-    old = load_run(run)
-    assert isinstance(old.model, PCAGRUAutoencoder) and old.reconstruct(smoke_cache.db("test")[:2]).shape[0] == 2
-    with pytest.raises(BeetNetError) as exc:
-        train(smoke_cache, run, with_preset(smoke, "best"), **quiet)
-    msg = str(exc.value)
-    assert "\n" not in msg and "model.preset best -> local" in msg and "new --run folder" in msg, msg

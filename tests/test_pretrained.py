@@ -14,9 +14,9 @@ import torch
 
 import beetnet_utils as bn
 from beetnet_utils import pretrained
+from beetnet_utils.cache_build import build_cache
 from beetnet_utils.config import PRETRAIN
 from beetnet_utils.evaluate import evaluate, metrics, reconstruct_all
-from beetnet_utils.features import build_cache
 from beetnet_utils.pretrained import PRETRAINED_PATH, PRETRAINED_SHA256, load_pretrained
 from beetnet_utils.run import ForeignCheckpoint, load_run
 from beetnet_utils.session import for_folders

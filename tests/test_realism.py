@@ -16,7 +16,7 @@ from beetnet_utils.realism import FeatureSpace, compare, frechet_distance, split
 def clips(mid_cache):
     """The mid demo set's train clips and their recordings, in a random order (the cache keeps them by recording)."""
     order = np.random.default_rng(0).permutation(len(mid_cache.indices("train")))
-    return mid_cache.db("train")[order], mid_cache.recordings[mid_cache.indices("train")][order]
+    return mid_cache.clips("train").db[order], mid_cache.recordings[mid_cache.indices("train")][order]
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_split_groups_keeps_each_group_whole_and_on_one_side():
 
 def test_halves_by_row_read_below_chance_on_real_clips_and_halves_by_recording_do_not(space, mid_cache):
     """The defect of issue 21: [::2] and [1::2] put neighbouring clips of every recording on both sides."""
-    f, recordings = space(mid_cache.db("train")), mid_cache.recordings[mid_cache.indices("train")]
+    f, recordings = space(mid_cache.clips("train").db), mid_cache.recordings[mid_cache.indices("train")]
     by_row = [two_sample_accuracy(f[::2], f[1::2], seed=s) for s in range(4)]
     by_recording = []
     for s in range(16):

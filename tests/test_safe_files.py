@@ -26,8 +26,8 @@ import pytest
 import torch
 
 from beetnet_utils import BeetNetError, build_cache, download, load_cache, storage
-from beetnet_utils.data import from_kaggle
 from beetnet_utils.run import load_checkpoint
+from beetnet_utils.sources import from_kaggle
 from beetnet_utils.storage import atomic_write, claim_output, writer_lock
 from beetnet_utils.train import train
 
@@ -359,13 +359,13 @@ def test_attack_sigkill_during_a_download_leaves_staging_that_the_next_run_remov
     mine = recordings(tmp_path / "mine")
     script = f"""
 import os, signal
-from beetnet_utils import data, get_config
+from beetnet_utils import get_config, sources
 real = data.write_clips
 def write_then_die(*args):
     real(*args)
     os.kill(os.getpid(), signal.SIGKILL)
 data.write_clips = write_then_die
-data.download("folder", {str(tmp_path / 'clips')!r}, get_config("smoke"), audio_dir={str(mine)!r}, progress=False)
+sources.download("folder", {str(tmp_path / 'clips')!r}, get_config("smoke"), audio_dir={str(mine)!r}, progress=False)
 """
     before = tree(mine)
     r = run_python(script)
@@ -375,8 +375,6 @@ data.download("folder", {str(tmp_path / 'clips')!r}, get_config("smoke"), audio_
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         (tmp_path / f".clips.staging-{alive.pid}-busy").mkdir()  # another run, still building: kept
-        (tmp_path / ".clips.abcd1234.tmp").mkdir()  # an older version's staging, two days old: removed
-        os.utime(tmp_path / ".clips.abcd1234.tmp", (time.time() - 2 * 86400,) * 2)
         other = f".cache.staging-{dead_pid()}-x"
         (tmp_path / other).mkdir()  # another target's staging, dead too: left to the run that writes that target
         download("folder", tmp_path / "clips", smoke, audio_dir=mine, progress=False)

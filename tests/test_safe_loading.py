@@ -363,7 +363,7 @@ def test_a_meta_json_with_its_checksum_remade_is_still_validated(tmp_path, smoke
     import json
 
     from beetnet_utils import load_cache
-    from beetnet_utils.features import meta_digest
+    from beetnet_utils.cache import meta_digest
 
     cache = shutil.copytree(smoke_cache.path, tmp_path / "cache")
     meta = json.loads((cache / "meta.json").read_text()) | {"stats": stats}

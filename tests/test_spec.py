@@ -22,9 +22,10 @@ from torch import nn
 
 from beetnet_utils import Config, FeatureConfig, with_preset
 from beetnet_utils.augment import Augment
+from beetnet_utils.batches import Batches, Resident
 from beetnet_utils.features import load_clip, mel_db
 from beetnet_utils.model import build_model
-from beetnet_utils.train import Batches, Precision, Resident, State, objective, train, train_epoch
+from beetnet_utils.train import Precision, State, objective, train, train_epoch
 
 SR, SAMPLES, N_MELS, FRAMES, WIDTH = 16000, 32000, 96, 63, 256
 DB_MIN, DB_MAX = -40.0, 60.0
@@ -385,7 +386,7 @@ def test_the_silence_rule_is_relative_to_the_peak_and_a_dc_offset_is_no_sound():
 
 
 def test_statistics_sum_every_chunk_and_keep_a_std_below_one():
-    from beetnet_utils.features import Moments
+    from beetnet_utils.cache import Moments
 
     rng = np.random.default_rng(0)
     a, b = (rng.normal(8.0, 0.3, (5, 4, 3)).astype(np.float16) for _ in range(2))
@@ -399,18 +400,18 @@ def test_statistics_sum_every_chunk_and_keep_a_std_below_one():
 
 
 def test_the_cache_writer_counts_every_row_and_falls_back_to_all_rows_without_a_train_split(tmp_path):
-    from beetnet_utils.features import _MelWriter
+    from beetnet_utils.cache import MelWriter
 
     rng = np.random.default_rng(1)
     a, b = (rng.normal(0.0, 10.0, (3, 4, 5)).astype(np.float16) for _ in range(2))
-    with _MelWriter(tmp_path / "mels.npy", 6, (4, 5)) as w:
+    with MelWriter(tmp_path / "mels.npy", 6, (4, 5)) as w:
         w.add(a, train_rows=2)
         w.add(b, train_rows=0)
         w.finish()
         train_mean, _ = w.stats()
     assert w.rows == 6 and train_mean == pytest.approx(a[:2].astype(np.float64).mean(), rel=1e-9)
     np.testing.assert_array_equal(np.load(tmp_path / "mels.npy"), np.concatenate([a, b]))
-    with _MelWriter(tmp_path / "eval.npy", 3, (4, 5)) as w:  # an evaluation-only cache: no train split
+    with MelWriter(tmp_path / "eval.npy", 3, (4, 5)) as w:  # an evaluation-only cache: no train split
         w.add(b, train_rows=0)
         w.finish()
         assert w.stats()[0] == pytest.approx(b.astype(np.float64).mean(), rel=1e-9)

@@ -219,8 +219,8 @@ def test_a_whole_run_budget_anneals_over_the_time_of_every_session_and_is_fixed_
 
 
 def test_a_config_that_cannot_be_built_is_refused_before_the_run_folder_is_made(tmp_path, smoke, smoke_cache):
-    with pytest.raises(ValueError, match="unknown model preset 'fancy'"):
-        train(smoke_cache, tmp_path / "run", smoke.replace(model={"preset": "fancy"}), **quiet)
+    with pytest.raises(ValueError, match="unknown architecture 'fancy'"):
+        train(smoke_cache, tmp_path / "run", smoke.replace(model={"architecture": "fancy"}), **quiet)
     assert not (tmp_path / "run").exists()
 
 
@@ -240,7 +240,7 @@ def test_mixed_precision_path_runs_on_the_cpu(tmp_path, smoke, smoke_cache):
 def test_load_run_round_trip_in_db(tmp_path, smoke, smoke_cache):
     train(smoke_cache, tmp_path / "run", smoke.replace(train={"epochs": 2}), **quiet)
     run = load_run(tmp_path / "run")
-    mel = smoke_cache.db("val")[:3]
+    mel = smoke_cache.clips("val").db[:3]
     z = run.encode(mel)
     assert z.shape == (3, smoke.model.latent_dim) and run.encode(mel[0]).shape == (smoke.model.latent_dim,)
     rec = run.reconstruct(mel)
@@ -311,7 +311,7 @@ def test_a_run_streamed_from_the_mapped_cache_equals_a_resident_run_bit_for_bit(
 
 
 def test_prefetch_keeps_the_order_stops_with_its_loop_and_raises_its_errors():
-    from beetnet_utils.train import prefetch
+    from beetnet_utils.batches import prefetch
 
     made = []
     batches = prefetch(lambda i: made.append(i) or torch.tensor(i), range(1000), ahead=2)

@@ -146,6 +146,11 @@ def test_interpolate_widget_follows_the_alpha_slider(run, mid_cache):
     mix = view.show()
     clip = mid_cache.mels[view.index[view.a.value]].astype(np.float32)
     torch.testing.assert_close(torch.as_tensor(mix), run.reconstruct(clip), atol=1e-4, rtol=0)
+    for b in (view.b.value, view.a.options[-1]):  # alpha 1 is clip B, and B follows its dropdown
+        view.b.value, view.alpha.value = b, 1.0
+        clip = mid_cache.mels[view.index[b]].astype(np.float32)
+        torch.testing.assert_close(torch.as_tensor(view.show()), run.reconstruct(clip), atol=1e-4, rtol=0)
+        assert f"1.00 × {b}" in view.readout.value
 
 
 def test_a_window_queued_for_a_drawing_waits_until_that_drawing_is_done(run, mid_cache):
