@@ -22,7 +22,7 @@ from .config import (
     with_preset,
 )
 from .data import ClipFolder, list_clips
-from .evaluate import evaluate, markdown_table, save_report
+from .evaluate import best_prior, evaluate, markdown_table, realism_table, save_report
 from .features import mel_db
 from .generate import LatentGaussian, interpolate
 from .model import build_model
@@ -40,7 +40,7 @@ __all__ = [
     "ClipFolder", "download", "list_clips",
     "MelCache", "build_cache", "load_cache", "mel_db",
     "build_model", "train", "load_run", "load_pretrained", "run_summary", "Run",
-    "evaluate", "markdown_table", "save_report",
+    "evaluate", "markdown_table", "realism_table", "best_prior", "save_report",
     "mel_to_audio", "save_wav", "interpolate", "LatentGaussian",
     "Environment", "Paths", "detect", "paths", "Session", "start",
     "BeetNetError",

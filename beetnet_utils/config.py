@@ -287,6 +287,7 @@ EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
 DEFAULT_PRESET = "best"  # what the notebooks and the CLI train unless told otherwise
 PRETRAINED, FINETUNED = "pretrained", "finetuned"  # the shipped model's name in reports; a run fine-tuned from it
 DEFAULT_INIT = "pretrained"  # where notebook 03's `best` starts (docs/RESULTS.md, "Pretrained": fine-tuning wins)
+FINE_TUNE_LR = 3e-4  # a third of best's: fine-tuning keeps more of what the corpus taught (docs/RESULTS.md)
 
 
 def with_preset(cfg: Config, preset: str) -> Config:

@@ -1,4 +1,5 @@
-"""Held-out evaluation: the model beside baselines fitted on the same train split, and the report.
+"""Held-out evaluation and the report: the model beside baselines fitted on the same train split, its
+realism rows, the report's schema (below), its tables, and writing it.
 
 The original reported only a training loss. Here every number is on recordings the model
 never saw (split by recording), beside three baselines a model must beat to be worth it:
@@ -9,8 +10,8 @@ All predictions are clamped to the feature dB range, as the model's are. benchma
 adds `pca_<k> + refine` (`refined_pca`): PCA's codes fitted by the encode-time refinement that ours
 use (model.fit_codes), so that a model's gain is not only that refinement.
 
-The report (`evaluate`; `Session.evaluate` adds "realism" and writes it as runs/report.json, the CLI's
-`evaluate --json OUT` where asked), version REPORT_VERSION:
+The report (`evaluate`, with realism rows when asked, as `Session.evaluate` does, which writes it as
+runs/report.json; the CLI's `evaluate --json OUT` where asked), version REPORT_VERSION:
 
   {
     "version": REPORT_VERSION,
@@ -23,9 +24,9 @@ The report (`evaluate`; `Session.evaluate` adds "realism" and writes it as runs/
       "clips": n, "recordings": n,
       "models": {model: {"l1_std", "l1_db", "rmse_db"}}, each run by name, then the baselines
       "per_recording": {recording: {"clips": n, model: l1_std, ...}}}},
-    "realism": {name: {                                  Session.evaluate, not for another folder: the last
-                                                         split held out (test by default), when it has at
-                                                         least 8 clips and train at least 16
+    "realism": {name: {                                  evaluate(realism=True), not for another folder:
+                                                         the splits scored against train, when they have
+                                                         REALISM_HELDOUT clips and train REALISM_TRAIN
       "rows": {row: {"accuracy", "frechet", "clips", "recordings"}},
                                                          realism.realism_report's rows: real halves,
                                                          decoder, floor, prior NAME, midpoint; accuracy
@@ -53,12 +54,14 @@ from torch import nn
 
 from .cache import SAMPLE_CLIPS, MelCache
 from .cache_build import build_cache
+from .generate import generation_report
 from .model import fit_codes
 from .pca import PCA
 from .run import Run
 from .storage import BeetNetError, atomic_write, check_not_inside, open_regular
 
 REPORT_VERSION = 4
+REALISM_HELDOUT, REALISM_TRAIN = 8, 16  # the fewest clips the two-sample test measures with: 4 a side
 
 
 def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str, float]:
@@ -142,10 +145,11 @@ def score(preds: dict[str, np.ndarray], x_db: np.ndarray, recordings: np.ndarray
 
 
 def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...] = ("val", "test"),
-             other: MelCache | None = None) -> dict:
-    """The report: baselines fitted on `cache`'s train split (MelCache.sample: at most SAMPLE_CLIPS of it);
-    every run and baseline scored on `splits` (or on every clip of `other`). `runs` is one run (named
-    beetnet) or {name: run} to compare presets."""
+             other: MelCache | None = None, realism: bool = False) -> dict:
+    """The report: baselines fitted on `cache`'s train split (at most SAMPLE_CLIPS of it); every run and
+    baseline scored on `splits` (or on every clip of `other`). `runs` is one run (named beetnet) or
+    {name: run} to compare presets. `realism`: add each run's realism rows (generate.generation_report),
+    `splits` against train, where there are enough clips for the two-sample test."""
     runs = {"beetnet": runs} if isinstance(runs, Run) else dict(runs)
     if not runs:
         raise BeetNetError("evaluate needs at least one trained run: pass a Run or {name: Run} (train one first)")
@@ -167,6 +171,10 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
     for split, (x, recordings) in sets.items():
         preds = {name: reconstruct_all(run, x) for name, run in runs.items()} | baselines.predict(x)
         report["splits"][split] = score(preds, x, recordings, first.stats["std"])
+    if realism and other is None:
+        train, heldout = cache.clips("train", most=SAMPLE_CLIPS), cache.clips(splits)  # beside their recordings
+        if len(heldout.db) >= REALISM_HELDOUT and len(train.db) >= REALISM_TRAIN:
+            report["realism"] = {name: generation_report(run, *train, *heldout) for name, run in runs.items()}
     return report
 
 
@@ -187,6 +195,44 @@ def markdown_table(report: dict) -> str:
                       f"recordings" for s in splits)
     epochs = ", ".join(f"{n} at epoch {r['epoch']}" for n, r in report["runs"].items())  # by run (preset) name
     return "\n".join([head, rule, *rows, "", f"({sizes}; {epochs})"])
+
+
+def realism_table(reports: dict[str, dict]) -> str:
+    """One row per measure and run: two-sample accuracy (0.5: indistinguishable) and Fréchet distance."""
+    if not reports:
+        return (f"(too few clips to measure realism: it needs at least {REALISM_HELDOUT} held-out and "
+                f"{REALISM_TRAIN} train clips)")
+    names = list(reports)
+    first = next(iter(reports.values()))
+    head = "| measure | recordings | " + " | ".join(f"{n} accuracy | {n} Fréchet" for n in names) + " |"
+    lines = [head, "|---|---:|" + "---:|" * (2 * len(names))]
+    for row, measured in first["rows"].items():
+        sides = " v ".join("samples" if r is None else str(len(r)) for r in measured["recordings"])
+        cells = [f"{_figure(reports[n]['rows'][row]['accuracy'], '.3f')} | "
+                 f"{_figure(reports[n]['rows'][row]['frechet'], '.1f')}" for n in names]
+        lines.append(f"| {row} | {sides} | " + " | ".join(cells) + " |")
+    if any(r["accuracy"] is None for rep in reports.values() for r in rep["rows"].values()):
+        lines += ["", "n/m: not measurable: the classifier is fitted and scored on different recordings, so it needs "
+                      "at least 2 on each side (the Fréchet distance, 2 clips)."]
+    lines += ["", "| nearest train clip (dB) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for key in first["nearest_train_db"]:
+        lines.append(f"| {key} | " + " | ".join(f"{reports[n]['nearest_train_db'][key]:.2f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def _figure(x: float | None, spec: str) -> str:
+    return "n/m" if x is None else format(x, spec)
+
+
+def best_prior(report: dict, run: str, default: str = "gaussian") -> str:
+    """The prior whose samples look most real for `run` in an evaluation report: the lowest two-sample
+    accuracy of its `prior NAME` rows, the lowest Fréchet distance where no accuracy is measurable, and
+    `default` where the report has no realism rows for the run (too few clips)."""
+    rows = report.get("realism", {}).get(run, {}).get("rows", {})
+    measured = {name.removeprefix("prior "): (row["accuracy"], row["frechet"])
+                for name, row in rows.items() if name.startswith("prior ")}
+    ranked = sorted(measured, key=lambda p: [(x is None, x or 0.0) for x in measured[p]])
+    return ranked[0] if ranked else default
 
 
 def is_report(path: Path) -> bool:

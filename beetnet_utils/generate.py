@@ -233,43 +233,6 @@ def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarr
                            "held-out": len(np.unique(heldout_recordings))}}
 
 
-def best_prior(report: dict, run: str, default: str = "gaussian") -> str:
-    """The prior whose samples look most real for `run` in an evaluation report: the lowest two-sample
-    accuracy of its `prior NAME` rows, the lowest Fréchet distance where no accuracy is measurable, and
-    `default` where the report has no realism rows for the run (too few clips)."""
-    rows = report.get("realism", {}).get(run, {}).get("rows", {})
-    measured = {name.removeprefix("prior "): (row["accuracy"], row["frechet"])
-                for name, row in rows.items() if name.startswith("prior ")}
-    ranked = sorted(measured, key=lambda p: [(x is None, x or 0.0) for x in measured[p]])
-    return ranked[0] if ranked else default
-
-
 def _clip_set(run: Run, db: np.ndarray, recordings: np.ndarray) -> ClipSet:
     codes = encode_all(run, db)
     return ClipSet(db, recordings, codes, decode_all(run, codes))
-
-
-def realism_table(reports: dict[str, dict]) -> str:
-    """One row per measure and run: two-sample accuracy (0.5: indistinguishable) and Fréchet distance."""
-    if not reports:
-        return "(too few clips to measure realism: it needs at least 8 held-out and 16 train clips)"
-    names = list(reports)
-    first = next(iter(reports.values()))
-    head = "| measure | recordings | " + " | ".join(f"{n} accuracy | {n} Fréchet" for n in names) + " |"
-    lines = [head, "|---|---:|" + "---:|" * (2 * len(names))]
-    for row, measured in first["rows"].items():
-        sides = " v ".join("samples" if r is None else str(len(r)) for r in measured["recordings"])
-        cells = [f"{_figure(reports[n]['rows'][row]['accuracy'], '.3f')} | "
-                 f"{_figure(reports[n]['rows'][row]['frechet'], '.1f')}" for n in names]
-        lines.append(f"| {row} | {sides} | " + " | ".join(cells) + " |")
-    if any(r["accuracy"] is None for rep in reports.values() for r in rep["rows"].values()):
-        lines += ["", "n/m: not measurable: the classifier is fitted and scored on different recordings, so it needs "
-                      "at least 2 on each side (the Fréchet distance, 2 clips)."]
-    lines += ["", "| nearest train clip (dB) | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
-    for key in first["nearest_train_db"]:
-        lines.append(f"| {key} | " + " | ".join(f"{reports[n]['nearest_train_db'][key]:.2f}" for n in names) + " |")
-    return "\n".join(lines)
-
-
-def _figure(x: float | None, spec: str) -> str:
-    return "n/m" if x is None else format(x, spec)

@@ -11,7 +11,7 @@ import hashlib
 import io
 from pathlib import Path
 
-from .config import DEFAULT_PRESET, Config, with_preset
+from .config import DEFAULT_PRESET, FINE_TUNE_LR, Config, with_preset
 from .run import PRETRAINED_KEY, ForeignCheckpoint, Run, load_checkpoint, read_plain, save_checkpoint
 from .runtime import pick_device
 from .storage import BeetNetError
@@ -60,7 +60,7 @@ def load_pretrained(device: str | None = None, path: Path | None = None, sha256:
 
 def fine_tune_config(cfg: Config) -> Config:
     """`cfg` set to fine-tune the shipped model: `best`'s training settings on the pretrained architecture, its
-    weights as the start. The statistics are re-fitted: the run standardises with its cache's, as any run does
-    (docs/RESULTS.md measures the pretrained model both ways)."""
+    weights as the start, at FINE_TUNE_LR. The statistics are re-fitted: the run standardises with its cache's,
+    as any run does (docs/RESULTS.md measures the pretrained model both ways, and the learning rates)."""
     model = load_pretrained().config.model
-    return with_preset(cfg, DEFAULT_PRESET).replace(model=model, train={"init": "pretrained"})
+    return with_preset(cfg, DEFAULT_PRESET).replace(model=model, train={"init": "pretrained", "lr": FINE_TUNE_LR})

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from .cache import META, SAMPLE_CLIPS, MelCache, load_cache
+from .cache import META, MelCache, load_cache
 from .cache_build import build_cache
 from .config import (
     DEFAULT_INIT,
@@ -31,7 +31,6 @@ from .config import (
 from .data import ClipFolder, describe
 from .distributed import launch, processes
 from .evaluate import evaluate, evaluate_clips, save_report
-from .generate import generation_report
 from .pretrained import fine_tune_config, load_pretrained
 from .run import Run, load_run
 from .runtime import (
@@ -268,10 +267,7 @@ class Session:
         runs = runs if runs is not None else self.load_runs()
         cache = self.load_cache()
         if clips is None:
-            result = evaluate(runs, cache, splits)
-            train, heldout = cache.clips("train", most=SAMPLE_CLIPS), cache.clips(splits)  # beside their recordings
-            if len(heldout[0]) >= 8 and len(train[0]) >= 16:  # the two-sample test needs 4 clips a side
-                result["realism"] = {name: generation_report(run, *train, *heldout) for name, run in runs.items()}
+            result = evaluate(runs, cache, splits, realism=True)
         else:
             result = evaluate_clips(runs, cache, clips, self.paths.cache.parent / f"eval_{Path(clips).name}")
         if save:

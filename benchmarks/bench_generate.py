@@ -39,8 +39,9 @@ sys.path.insert(0, str(ROOT))
 
 from beetnet_utils import load_cache, load_run  # noqa: E402
 from beetnet_utils.audio import mel_to_audio, round_trip  # noqa: E402
+from beetnet_utils.evaluate import realism_table  # noqa: E402
 from beetnet_utils.features import load_clip  # noqa: E402
-from beetnet_utils.generate import PRIORS, decode_all, encode_all, fit_prior, generation_report, realism_table  # noqa: E402
+from beetnet_utils.generate import PRIORS, decode_all, encode_all, fit_prior, generation_report  # noqa: E402
 
 
 def least_squares_griffin_lim(mel: torch.Tensor, f) -> np.ndarray:

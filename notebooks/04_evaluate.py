@@ -132,7 +132,7 @@ display(walk.widget)
 # ## How real do new spectrograms look?
 
 # %%
-display(Markdown(bn.generate.realism_table(report.get("realism", {}))))
+display(Markdown(bn.realism_table(report.get("realism", {}))))
 
 # %% [markdown]
 # A classifier learns to tell two sets of spectrograms apart on some recordings and is scored on others:
@@ -147,7 +147,7 @@ display(Markdown(bn.generate.realism_table(report.get("realism", {}))))
 # ## Samples of the prior that looks most real
 
 # %%
-PRIOR = bn.generate.best_prior(report, PRESET)  # the prior row of lowest accuracy above (gaussian if none)
+PRIOR = bn.best_prior(report, PRESET)  # the prior row of lowest accuracy above (gaussian if none)
 samples = bn.generate.samples(runs, cache.clips("train", most=bn.cache.SAMPLE_CLIPS).db, n=4, prior=PRIOR)
 bn.plots.grid({name: list(s) for name, s in samples.items()}, [f"{PRIOR} sample {i}" for i in range(4)]);
 

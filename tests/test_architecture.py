@@ -18,7 +18,8 @@ LAYERS = [
     {"data", "model"},                                      # clip folders; the architectures
     {"features", "cache", "sources", "run", "realism"},     # the mel; its cache; the clip sources; a run; realism
     {"cache_build", "batches", "pretrained"},               # building the cache; training's batches; the shipped model
-    {"audio", "train", "evaluate", "generate"},             # what is done with runs and caches
+    {"audio", "train", "generate"},                         # listening; the loop; new spectrograms
+    {"evaluate"},                                           # the report: scores, baselines, realism, tables
     {"widgets"},                                            # interactive views
     {"session"},                                            # the notebook's steps
     {"pipeline"},                                           # make demo's notebook driver

@@ -329,7 +329,7 @@ def test_the_real_clip_is_labelled_real_clip_beside_the_original_preset(drawing,
 
 
 def test_best_prior_is_the_prior_row_of_lowest_accuracy_then_of_lowest_frechet():
-    from beetnet_utils.generate import best_prior
+    from beetnet_utils.evaluate import best_prior
 
     def report(**rows):
         cells = {name.replace("_", " "): {"accuracy": a, "frechet": f} for name, (a, f) in rows.items()}

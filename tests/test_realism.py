@@ -7,7 +7,8 @@ import pytest
 import torch
 from scipy.ndimage import uniform_filter1d
 
-from beetnet_utils.generate import generation_report, realism_table
+from beetnet_utils.evaluate import realism_table
+from beetnet_utils.generate import generation_report
 from beetnet_utils.pca import PCA
 from beetnet_utils.realism import FeatureSpace, compare, frechet_distance, split_groups, two_sample_accuracy
 
