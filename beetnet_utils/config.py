@@ -120,8 +120,8 @@ class ModelConfig:
     """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional).
 
     `architecture` names one of model.ARCHITECTURES: `original` is the specification; `local` reads
-    the latent as a short sequence in time (the `best` preset's); `pca_gru` (an earlier round's) adds a
-    PCA-initialised linear path beside a GRU correction. `dropout` and `refine_steps` apply to ours.
+    the latent as a short sequence in time (the `best` preset's). The fields after `bidirectional` are
+    ours, `local`'s, and the `original` architecture ignores them.
     """
 
     architecture: str = "original"
@@ -134,14 +134,13 @@ class ModelConfig:
     dropout: float = 0.0
     refine_steps: int = 0  # encode time: steps of L1 descent on z through the frozen decoder
     refine_lr: float = 0.05
-    pca_shifts: tuple[int, ...] = ()  # pca_gru: fit the initial PCA also on copies moved ±s frames in time
-    # best, local: latent directions that start at the clip's smooth spectral envelope (local: at a latent of
-    # 256; smaller ones scale, model.LocalLayout)
+    # latent directions that start at the clip's smooth spectral envelope (at a latent of 256; smaller ones
+    # scale, model.LocalLayout)
     envelope_dims: int = 0
-    # local: numbers per step along time at a latent of 256 (the rest / this = steps); a smaller latent keeps the
+    # numbers per step along time at a latent of 256 (the rest / this = steps); a smaller latent keeps the
     # steps, with fewer numbers each
     local_channels: int = 0
-    local_kernel: int = 24  # local: frames each step's pattern reaches
+    local_kernel: int = 24  # frames each step's pattern reaches
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -163,7 +162,6 @@ class TrainConfig:
     minutes: float | None = None  # this session's budget: stop cleanly after the epoch that crosses it; resume later
     budget_minutes: float | None = None  # the whole run's budget, summed over sessions: the cosine anneals over it
     weight_decay: float = 0.0  # AdamW decay on the non-linear correction (ours)
-    linear_lr_scale: float = 1.0  # ours: the linear path learns this much slower (pca_gru: its PCA start)
     clamp_loss: bool = False  # ours: score the output clamped to the dB range, as the metric does
     shift_frames: int = 0  # augmentation: move each batch by a random whole number of frames in ±this
     shift_mels: int = 0  # augmentation: ... and of mel bands in ±this (register)
@@ -178,7 +176,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         """Refuse settings that would train nothing or forever, with a message that names the option."""
         check_fields(self)
-        check_positive(self, "grad_clip", "linear_lr_scale")
+        check_positive(self, "grad_clip")
         if self.batch_size < 1 or self.epochs < 1:
             raise ValueError(f"batch size and epochs must be at least 1 (got {self.batch_size} and {self.epochs})")
         for name in ("minutes", "budget_minutes"):
@@ -270,15 +268,10 @@ PRESETS: dict[str, dict[str, dict[str, Any]]] = {
 PRETRAIN: dict[str, dict[str, Any]] = {"model": _LOCAL | {"dec_hidden": 256, "dec_layers": 2},
                                        "train": PRESETS["best"]["train"]}
 
-_PCA_GRU = {"model": {"architecture": "pca_gru", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30,
-                      "refine_lr": 0.1, "pca_shifts": (3, 6), "envelope_dims": 16},
-            "train": {"weight_decay": 0.05, "schedule": "cosine", "linear_lr_scale": 0.1, "clamp_loss": True,
-                      "shift_frames": 6, "gain_db": 3.0, "tilt_db": 6.0}}
-# Earlier rounds' presets, kept reproducible for benchmarks/bench_quality.py (`--presets NAME`) and the tests
-# of their architectures; not offered in the CLI or the notebooks.
+# An earlier round's preset, kept reproducible for benchmarks/bench_quality.py (`--presets local`) and the tests;
+# not offered in the CLI or the notebooks. Retired with their architecture: round 4's `best` and `sharp`
+# (`pca_gru`, `pca_gru_sharp`); docs/RESULTS.md names the commit that reproduces their figures.
 EXPERIMENTS: dict[str, dict[str, dict[str, Any]]] = {
-    "pca_gru": _PCA_GRU,  # round 4's `best`: a PCA-initialised linear path and a GRU correction, a clip-wide code
-    "pca_gru_sharp": {"model": _PCA_GRU["model"], "train": _PCA_GRU["train"] | {"flux_weight": 0.5}},  # `sharp`
     # round 5's `local`: `best` without the flux term, with the time shifts, gain and tilt it inherited
     "local": {"model": _LOCAL, "train": _LOCAL_TRAIN | {"shift_frames": 6, "gain_db": 3.0, "tilt_db": 6.0}},
 }

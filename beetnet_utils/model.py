@@ -2,9 +2,8 @@
 
 `original`, the specification's: Linear(n_mels -> proj) per frame, a GRU stack, z = its final hidden
 state (both directions merged by a Linear when bidirectional); then Linear(z -> hidden), repeated for
-every frame, a GRU stack, Linear(hidden -> n_mels) per frame. Ours: `pca_gru` (an earlier round's: a
-PCA-initialised linear path and a GRU correction) and `local` (the code as a short sequence along the clip, decoded by
-weights shared along it, and a GRU); see their classes.
+every frame, a GRU stack, Linear(hidden -> n_mels) per frame. Ours, `local`: the code as a short sequence
+along the clip, decoded by weights shared along it, and a GRU; see its class.
 
 Every model says what training needs through two methods (as nanoGPT's model owns
 `configure_optimizers`): its optimizer, and whether it starts from the data.
@@ -18,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .config import Config, ModelConfig, TrainConfig
-from .pca import PCA, spectral_envelopes
+from .pca import spectral_envelopes
 
 
 class Autoencoder(nn.Module):
@@ -75,20 +74,19 @@ class LinearAndCorrection(Autoencoder):
         raise NotImplementedError
 
     def configure_optimizers(self, tc: TrainConfig) -> torch.optim.Optimizer:
-        """AdamW in two groups: the linear path learns at `linear_lr_scale` of the rate with no decay, the
-        correction is held back by `weight_decay`. Each group keeps its `base_lr`, which the schedule scales."""
+        """AdamW in two groups: the linear path with no decay, the correction held back by `weight_decay`.
+        Each group keeps its `base_lr`, which the schedule scales."""
         correction = self.correction_parameters()
         ids = {id(p) for p in correction}
         linear = [p for p in self.parameters() if id(p) not in ids]
-        lr_linear = tc.lr * tc.linear_lr_scale
         return torch.optim.AdamW([
-            {"params": linear, "weight_decay": 0.0, "lr": lr_linear, "base_lr": lr_linear},
+            {"params": linear, "weight_decay": 0.0, "lr": tc.lr, "base_lr": tc.lr},
             {"params": correction, "weight_decay": tc.weight_decay, "lr": tc.lr, "base_lr": tc.lr},
         ], lr=tc.lr, betas=tc.betas)
 
 
 def gru_correction(cfg: ModelConfig, n_mels: int) -> tuple[nn.GRU, nn.Dropout, nn.Linear]:
-    """Where `pca_gru` and `local` end: a GRU over the frames, dropout, and an output layer that starts at
+    """Where `local` ends: a GRU over the frames, dropout, and an output layer that starts at
     zero, so a new model's correction adds nothing and training lets it add only what helps."""
     gru = nn.GRU(cfg.dec_hidden, cfg.dec_hidden, cfg.dec_layers, batch_first=True,
                  dropout=cfg.dropout if cfg.dec_layers > 1 else 0.0)
@@ -96,64 +94,6 @@ def gru_correction(cfg: ModelConfig, n_mels: int) -> tuple[nn.GRU, nn.Dropout, n
     nn.init.zeros_(out.weight)
     nn.init.zeros_(out.bias)
     return gru, nn.Dropout(cfg.dropout), out
-
-class PCAGRUAutoencoder(LinearAndCorrection):
-    """`pca_gru` (round 4's `best`): a linear autoencoder initialised from PCA, plus a GRU that learns what PCA misses.
-
-    With ~45 training recordings the limit is generalisation, not capacity: models trained from
-    scratch fit the training clips better and new recordings worse than PCA. So the linear path
-    starts at PCA (the best linear code, already general) and the non-linear part starts at zero
-    (its last layer is zero-initialised) and is held back by dropout and weight decay: it can only
-    add what helps on average. The decoder sees nothing but z: Linear(z) for the linear part, and
-    Linear(z) repeated over time plus a learned time-position input into a GRU for the correction.
-    """
-
-    def __init__(self, cfg: ModelConfig, n_mels: int, n_frames: int):
-        super().__init__()
-        self.n_mels, self.n_frames = n_mels, n_frames
-        self.pca_shifts, self.envelope_dims = cfg.pca_shifts, cfg.envelope_dims
-        d = n_mels * n_frames
-        self.encoder = nn.Linear(d, cfg.latent_dim)  # PCA projection at init
-        self.linear_decoder = nn.Linear(cfg.latent_dim, d)  # PCA reconstruction at init
-        self.expand = nn.Linear(cfg.latent_dim, cfg.dec_hidden)
-        self.position = nn.Parameter(0.02 * torch.randn(n_frames, cfg.dec_hidden))
-        self.gru, self.drop, self.out = gru_correction(cfg, n_mels)
-
-    @torch.no_grad()
-    def init_from_data(self, x_train: torch.Tensor) -> None:
-        """Set the linear path to PCA of the (standardised) training clips and their time-shifted copies,
-        after `envelope_dims` directions that hold each clip's smooth spectral envelope.
-
-        Clips are cut at arbitrary moments, so a basis that has seen onsets a few frames earlier or
-        later generalises better to new recordings; and a new piano moves the envelope, which the
-        training pianos' PCA cannot follow (measured: see benchmarks/bench_quality.py).
-        """
-        envelopes = spectral_envelopes(self.envelope_dims, self.n_mels, self.n_frames)
-        pca = PCA.fit(x_train.float().cpu().numpy(), self.encoder.out_features, shifts=self.pca_shifts,
-                      fixed=envelopes)
-        comps = torch.as_tensor(pca.components, dtype=torch.float32)
-        mean = torch.as_tensor(pca.mean, dtype=torch.float32)
-        k = comps.shape[0]  # fewer clips than latent dimensions: the rest stay at zero
-        self.encoder.weight.zero_()
-        self.encoder.bias.zero_()
-        self.linear_decoder.weight.zero_()
-        self.encoder.weight[:k] = comps
-        self.encoder.bias[:k] = -comps @ mean
-        self.linear_decoder.weight[:, :k] = comps.T
-        self.linear_decoder.bias.copy_(mean)
-
-    def correction_parameters(self) -> list[nn.Parameter]:
-        return [*self.expand.parameters(), self.position, *self.gru.parameters(), *self.out.parameters()]
-
-    def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x.flatten(1))
-
-    def decode(self, z: torch.Tensor) -> torch.Tensor:
-        linear = self.linear_decoder(z).view(-1, self.n_mels, self.n_frames)
-        steps = self.drop(self.expand(z)).unsqueeze(1) + self.position
-        y, _ = self.gru(steps)
-        return linear + self.out(self.drop(y)).transpose(1, 2)
-
 
 @dataclass(frozen=True)
 class LocalLayout:
@@ -184,8 +124,8 @@ class LocalLayout:
 class LocalGRUAutoencoder(LinearAndCorrection):
     """`local`: the latent read as a short sequence in time, so the decoder's weights are shared along it.
 
-    A clip-wide code (`pca_gru`) must learn every pattern at every moment a cut may put it, from a few
-    dozen recordings; measured, it stays about 5% below PCA however it is trained. Here z is
+    A clip-wide code (round 4's `pca_gru`, retired) must learn every pattern at every moment a cut may put
+    it, from a few dozen recordings (docs/RESULTS.md). Here z is
     `envelope` numbers for the clip's smooth spectral envelope (its timbre, constant in time) and
     then `channels` numbers for each of P steps along the clip (`LocalLayout`: 32, then 8 steps of 28,
     for the full 256 numbers): each step's code says what happens near its moment. The decoder sees
@@ -263,12 +203,11 @@ def fit_codes(model: nn.Module, x: torch.Tensor, steps: int, lr: float, bounds: 
     return best_z
 
 
-ARCHITECTURES: dict[str, type[Autoencoder]] = {"original": GRUAutoencoder, "local": LocalGRUAutoencoder,
-                                               "pca_gru": PCAGRUAutoencoder}
+ARCHITECTURES: dict[str, type[Autoencoder]] = {"original": GRUAutoencoder, "local": LocalGRUAutoencoder}
 
 
 def build_model(cfg: Config) -> Autoencoder:
-    """The model a config describes: architecture `original` (the specification), `local` (ours) or `pca_gru`."""
+    """The model a config describes: architecture `original` (the specification) or `local` (ours)."""
     name = cfg.model.architecture
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}: choose one of {', '.join(ARCHITECTURES)}")

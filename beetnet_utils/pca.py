@@ -1,13 +1,10 @@
-"""Exact PCA: the linear autoencoder that is both a baseline and the starting point of the `best` model."""
+"""Exact PCA: the linear autoencoder every model must beat (evaluate.Baselines), and realism's feature space."""
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-
-from .augment import shift_time
 
 
 @dataclass
@@ -16,42 +13,24 @@ class PCA:
     components: np.ndarray  # (k, d), orthonormal rows
 
     @classmethod
-    def fit(cls, x: np.ndarray, k: int, shifts: tuple[int, ...] = (), fixed: np.ndarray | None = None,
-            chunk: int = 1024) -> PCA:
-        """Exact PCA of `x` and, with `shifts`, of its copies moved ±s frames in time.
-
-        `fixed` (f, d), orthonormal rows, are kept as the first f components, and PCA fills the other
-        k - f with the leading directions of what they leave. SVD of the centred data when there are
-        fewer rows than dimensions; otherwise eigh of the covariance accumulated chunk by chunk, so
-        augmented copies are never all in memory.
-        """
+    def fit(cls, x: np.ndarray, k: int, chunk: int = 1024) -> PCA:
+        """Exact PCA of `x`: SVD of the centred data when there are fewer rows than dimensions; otherwise
+        eigh of the covariance accumulated chunk by chunk, so that a big split is never copied in float64."""
         data = torch.from_numpy(np.asarray(x, dtype=np.float32))
-        moves = [0, *[s * d for s in shifts for d in (1, -1)]]
-        held = torch.zeros(0, data[0].numel(), dtype=torch.float64) if fixed is None else \
-            torch.from_numpy(np.asarray(fixed)).double()
-        leave = lambda v: v - (v @ held.T) @ held  # noqa: E731  what the fixed components do not explain
-
-        def views() -> Iterator[torch.Tensor]:
-            for m in moves:
-                for i in range(0, len(data), chunk):
-                    yield shift_time(data[i:i + chunk], m).flatten(1).double()
-
-        rows, dims = len(data) * len(moves), data[0].numel()
+        rows, dims = len(data), data[0].numel()
         if rows <= dims:
-            flat = torch.cat(list(views()))
+            flat = data.flatten(1).double()
             mean = flat.mean(0)
-            _, _, vt = torch.linalg.svd(leave(flat - mean), full_matrices=False)
-            comps = vt[:k - len(held)]
+            comps = torch.linalg.svd(flat - mean, full_matrices=False)[2][:k]
         else:
             total, scatter = torch.zeros(dims, dtype=torch.float64), torch.zeros(dims, dims, dtype=torch.float64)
-            for v in views():
+            for i in range(0, rows, chunk):
+                v = data[i:i + chunk].flatten(1).double()
                 total += v.sum(0)
                 scatter += v.T @ v
             mean = total / rows
-            left = leave(leave(scatter - rows * torch.outer(mean, mean)).T)  # the covariance of leave(v)
-            _, vecs = torch.linalg.eigh(left)
-            comps = vecs.flip(-1)[:, :k - len(held)].T
-        return cls(mean.numpy(), torch.cat([held, comps]).numpy())
+            comps = torch.linalg.eigh(scatter - rows * torch.outer(mean, mean))[1].flip(-1)[:, :k].T
+        return cls(mean.numpy(), comps.numpy())
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         return (x.reshape(len(x), -1) - self.mean) @ self.components.T

@@ -9,7 +9,8 @@ PCA-256 + refine: PCA's codes fitted by the same encode-time refinement as ours)
 (ours also without their refinement), on validation and test recordings and under the unseen
 soundfont, in standardised L1 and dB, with training time and samples per second; then the encode time
 per clip on the CPU of `--subject` (default `best`) and its goals. `--presets` also takes the
-EXPERIMENTS of earlier rounds (config.py: `pca_gru`, `pca_gru_sharp`, `local`), kept reproducible here.
+EXPERIMENTS of earlier rounds (config.py: `local`), kept reproducible here; the retired `pca_gru` and
+`pca_gru_sharp` at commit 39a3bf8.
 `--ablation [ROUTE ...]` also trains the subject with each route of ABLATIONS (or those named)
 switched off, one at a time, and prints a second table; `--ablation-minutes M` gives those rows a
 budget of their own, with the subject retrained at M beside them (and the main table then trains
@@ -47,21 +48,12 @@ from beetnet_utils.evaluate import Baselines, reconstruct_all, refined_pca, scor
 from beetnet_utils.train import quiet  # noqa: E402
 
 # the subject with one route switched off: name -> the config sections it changes. The routes of `best` (and of
-# round 5's `local`, the same architecture); `pca_gru`'s (--subject pca_gru) are in PCA_GRU_ABLATIONS.
+# round 5's `local`, the same architecture).
 ABLATIONS = {
     "no_flux": {"train": {"flux_weight": 0.0}},  # best's sharpness term (local has none)
     "no_envelope": {"model": {"envelope_dims": 0, "local_channels": 32}},  # all 256 numbers local: 8 steps of 32
     "no_eq": {"train": {"eq_db": 0.0}},
     "no_refine": {"model": {"refine_steps": 0}},
-}
-PCA_GRU_ABLATIONS = {
-    "no_envelope": {"model": {"envelope_dims": 0}},
-    "no_gain_tilt": {"train": {"gain_db": 0.0, "tilt_db": 0.0}},
-    "no_time_shift": {"train": {"shift_frames": 0}},
-    "no_pca_shifts": {"model": {"pca_shifts": ()}},
-    "no_refine": {"model": {"refine_steps": 0}},
-    "constant_lr": {"train": {"schedule": "constant"}},
-    "no_clamp_loss": {"train": {"clamp_loss": False}},
 }
 ENCODE_TIME = {"refine_steps", "refine_lr"}  # model settings training never reads
 
@@ -120,7 +112,7 @@ def worse(a: float, b: float) -> str:
 
 
 def routes_of(subject: str) -> dict[str, dict]:
-    return PCA_GRU_ABLATIONS if subject == "pca_gru" else ABLATIONS
+    return ABLATIONS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -137,11 +129,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE", dest="overrides",
                     help="change a setting of every preset trained, e.g. train.flux_weight=0 (repeatable; the "
                          "value is read as JSON, else as a string)")
-    ap.add_argument("--subject", choices=["best", "local", "pca_gru"], default="best",
+    ap.add_argument("--subject", choices=["best", "local"], default="best",
                     help="the preset the encode time, the goals and the ablation are about")
-    ap.add_argument("--ablation", nargs="*", choices=sorted({*ABLATIONS, *PCA_GRU_ABLATIONS}), metavar="ROUTE",
+    ap.add_argument("--ablation", nargs="*", choices=sorted(ABLATIONS), metavar="ROUTE",
                     help=f"also train the subject with each route off, one at a time: {', '.join(ABLATIONS)} "
-                         f"(pca_gru's: {', '.join(PCA_GRU_ABLATIONS)}; all when none is named)")
+                         "(all when none is named)")
     ap.add_argument("--ablation-minutes", type=float, help="budget of each ablation row (default --minutes)")
     ap.add_argument("--max-recordings", type=int, help="only the first N recordings (a quick check)")
     ap.add_argument("--encode-clips", type=int, default=512, help="test clips timed for the encode time")
@@ -339,7 +331,7 @@ def print_goals(bench: Bench) -> None:
         bu, pu, pru = (u[m]["l1_std"] for m in (subject, pca, pca_refined))
         print(f"goal 2: under the unseen soundfont {subject} {bu:.4f} vs PCA-256 {pu:.4f}: {change(bu, pu)} lower "
               f"(goal: at least 16%); vs PCA-256 + refine {pru:.4f}: {change(bu, pru)}")
-    for other_preset in ("best", "original", "local", "pca_gru"):
+    for other_preset in ("best", "original", "local"):
         if other_preset != subject and other_preset in results["test"]:
             other_l1 = results["test"][other_preset]["l1_std"]
             print(f"{subject} {change(b, other_l1)} lower test L1 than {other_preset}")

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from beetnet_utils.config import EXPERIMENTS, PRESETS, get_config, with_preset
-from beetnet_utils.model import LocalGRUAutoencoder, LocalLayout, PCAGRUAutoencoder, build_model, fit_codes
+from beetnet_utils.model import LocalGRUAutoencoder, LocalLayout, build_model, fit_codes
 from beetnet_utils.pca import PCA, spectral_envelopes
 from beetnet_utils.run import load_run
 from beetnet_utils.train import train
@@ -44,20 +44,6 @@ def test_unknown_preset_is_a_clear_error(smoke):
         with_preset(smoke, "fancy")
 
 
-def test_pca_gru_starts_exactly_at_pca(smoke_cache, smoke):
-    cfg = with_preset(smoke, "pca_gru")
-    model = build_model(cfg).eval()
-    x = smoke_cache.standardised("train")
-    model.init_from_data(x)
-    assert cfg.model.pca_shifts and cfg.model.envelope_dims  # time-shifted copies too, after the envelopes
-    envelopes = spectral_envelopes(cfg.model.envelope_dims, *cfg.features.shape)
-    pca = PCA.fit(x.numpy(), cfg.model.latent_dim, shifts=cfg.model.pca_shifts, fixed=envelopes)
-    val = smoke_cache.standardised("val")
-    with torch.no_grad():
-        out = model(val).numpy()
-    np.testing.assert_allclose(out, pca.reconstruct(val.numpy()), atol=2e-4)  # the correction starts at zero
-
-
 def encoder_matrix(model, shape) -> torch.Tensor:
     """(inputs, latent): the encoder of `best` and `local` is affine, so its matrix is encode(e_i) - encode(0)."""
     d = int(np.prod(shape))
@@ -67,10 +53,9 @@ def encoder_matrix(model, shape) -> torch.Tensor:
     return torch.cat(rows).double()
 
 
-@pytest.mark.parametrize("preset", ["best", "pca_gru"])
-def test_decoder_output_depends_only_on_z(smoke_cache, smoke, preset):
+def test_decoder_output_depends_only_on_z(smoke_cache, smoke):
     """Move the input along a direction the encoder cannot see: z, and so the output, must not move."""
-    model = build_model(with_preset(smoke, preset)).eval()
+    model = build_model(with_preset(smoke, "best")).eval()
     model.init_from_data(smoke_cache.standardised("train"))
     torch.nn.init.normal_(model.out.weight, std=0.1)  # a trained-looking, non-zero correction
     x = smoke_cache.standardised("test")[:3]
@@ -86,9 +71,8 @@ def test_decoder_output_depends_only_on_z(smoke_cache, smoke, preset):
         torch.testing.assert_close(model(x), model.decode(z))  # forward is decode(encode(x)), nothing else
 
 
-@pytest.mark.parametrize("preset", ["best", "pca_gru"])
-def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache, preset):
-    cfg = with_preset(smoke, preset).replace(train={"epochs": 2}, model={"refine_steps": 30})
+def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache):
+    cfg = with_preset(smoke, "best").replace(train={"epochs": 2}, model={"refine_steps": 30})
     train(smoke_cache, tmp_path / "run", cfg, **quiet)
     run = load_run(tmp_path / "run")
     mel = smoke_cache.clips("test").db
@@ -104,10 +88,9 @@ def test_refinement_never_increases_a_clips_l1(tmp_path, smoke, smoke_cache, pre
     np.testing.assert_allclose(both[0], run.reconstruct(mel).numpy(), atol=1e-5)
 
 
-@pytest.mark.parametrize("preset,kind", [("pca_gru", PCAGRUAutoencoder), ("best", LocalGRUAutoencoder)])
-def test_our_architectures_have_a_gru_at_their_heart_and_one_256_number_code(preset, kind):
-    model = build_model(with_preset(get_config("full"), preset))
-    assert isinstance(model, kind) and isinstance(model.gru, torch.nn.GRU)
+def test_our_architecture_has_a_gru_at_its_heart_and_one_256_number_code():
+    model = build_model(with_preset(get_config("full"), "best"))
+    assert isinstance(model, LocalGRUAutoencoder) and isinstance(model.gru, torch.nn.GRU)
     assert model.encode(torch.zeros(2, 96, 63)).shape == (2, 256)
 
 
@@ -171,50 +154,22 @@ def test_local_refuses_a_layout_its_steps_cannot_share_and_a_latent_too_small_fo
     assert local_layout(10) == LocalLayout(envelope=2, channels=1, steps=8)  # the smallest it takes
 
 
-def test_time_shifted_pca_routes_agree_and_shift_time_moves_frames():
+def test_shift_time_moves_frames_and_repeats_the_edge():
     from beetnet_utils.augment import shift_time
 
     x = torch.arange(2 * 3 * 5, dtype=torch.float32).view(2, 3, 5)
     assert torch.equal(shift_time(x, 2)[0, 0], torch.tensor([0.0, 0, 0, 1, 2]))
     assert torch.equal(shift_time(x, -1)[0, 0], torch.tensor([1.0, 2, 3, 4, 4]))
-    rng = np.random.default_rng(0)
-    data = rng.normal(size=(30, 2, 6)).astype(np.float32)  # 12 dimensions, 90 rows with shifts: covariance route
-    copies = np.concatenate([data] + [shift_time(torch.from_numpy(data), m).numpy() for m in (1, -1)])
-    a = PCA.fit(data, k=4, shifts=(1,), chunk=7)
-    flat = copies.reshape(len(copies), -1).astype(np.float64)
-    reference = np.linalg.svd(flat - flat.mean(0), full_matrices=False)[2][:4]
-    np.testing.assert_allclose(np.abs(a.components @ reference.T), np.eye(4), atol=1e-6)
-    np.testing.assert_allclose(a.mean, flat.mean(0), atol=1e-6)
 
 
 @pytest.mark.parametrize("rows", [8, 90], ids=["svd-route", "covariance-route"])
-def test_fixed_components_come_first_and_pca_fills_the_rest_with_what_they_leave(rows):
-    rng = np.random.default_rng(1)
-    data = (rng.normal(size=(rows, 4, 5)) * np.linspace(3, 0.5, 20).reshape(4, 5)).astype(np.float32)
-    env = spectral_envelopes(2, 4, 5)
-    np.testing.assert_allclose(env @ env.T, np.eye(2), atol=1e-12)  # orthonormal
-    assert np.allclose(env.reshape(2, 4, 5), env.reshape(2, 4, 5)[:, :, :1])  # constant in time
-    pca = PCA.fit(data, k=6, fixed=env)
-    np.testing.assert_allclose(pca.components[:2], env, atol=1e-6)
-    np.testing.assert_allclose(pca.components @ pca.components.T, np.eye(6), atol=1e-6)
+def test_pca_routes_are_numpys_svd(rows):
+    data = np.random.default_rng(0).normal(size=(rows, 2, 6)).astype(np.float32)  # 12 dimensions
+    a = PCA.fit(data, k=4, chunk=7)
     flat = data.reshape(rows, -1).astype(np.float64)
-    centred = flat - flat.mean(0)
-    left = centred - centred @ env.T @ env
-    reference = np.linalg.svd(left, full_matrices=False)[2][:4]
-    np.testing.assert_allclose(np.abs(pca.components[2:] @ reference.T), np.eye(4), atol=1e-5)
-    np.testing.assert_allclose(pca.mean, flat.mean(0), atol=1e-6)
-
-
-def test_a_clip_whose_envelope_alone_changed_is_followed_exactly_by_the_envelope_directions():
-    """Another piano moves the clip's spectral envelope: the envelope directions follow it, PCA alone need not."""
-    rng = np.random.default_rng(2)
-    train_db = rng.normal(size=(40, 8, 6)).astype(np.float32)
-    env = spectral_envelopes(3, 8, 6)
-    with_env, without = PCA.fit(train_db, k=5, fixed=env), PCA.fit(train_db, k=5)
-    clip = train_db[:1] + (np.array([2.0, -1.0, 0.5]) @ env).reshape(1, 8, 6).astype(np.float32)
-    moved = clip - train_db[:1]
-    np.testing.assert_allclose(with_env.reconstruct(clip) - with_env.reconstruct(train_db[:1]), moved, atol=1e-5)
-    assert np.abs(without.reconstruct(clip) - without.reconstruct(train_db[:1]) - moved).max() > 0.1
+    reference = np.linalg.svd(flat - flat.mean(0), full_matrices=False)[2][:4]
+    np.testing.assert_allclose(np.abs(a.components @ reference.T), np.eye(4), atol=1e-6)
+    np.testing.assert_allclose(a.mean, flat.mean(0), atol=1e-6)
 
 
 # --- what makes each preset that preset: take one part away and the results change -----------------
@@ -223,8 +178,7 @@ MOVES = ("shift_frames", "shift_mels", "gain_db", "tilt_db", "eq_db", "flux_weig
 TRAINED = PRESETS | EXPERIMENTS
 ROUTES = [(preset, {"train": {move: 0}}) for preset in TRAINED if preset != "original" for move in MOVES
           if TRAINED[preset]["train"].get(move)]  # each move a preset trains with, switched off
-ROUTES += [("best", {"train": {"shift_mels": 2}}),  # the one move no preset uses, switched on
-           ("pca_gru", {"model": {"envelope_dims": 0}})]  # pca_gru's envelope directions (local's change its layout)
+ROUTES += [("best", {"train": {"shift_mels": 2}})]  # the one move no preset uses, switched on
 
 
 @pytest.fixture(scope="module")
@@ -264,7 +218,7 @@ def test_each_part_a_preset_trains_with_changes_what_it_learns(trained, preset, 
     assert trained(preset).history[0]["train_l1"] != trained(preset, changes).history[0]["train_l1"]
 
 
-@pytest.mark.parametrize("preset", ["best", "pca_gru"])
+@pytest.mark.parametrize("preset", ["best"])
 def test_the_gru_correction_trains_and_reaches_the_output(trained, smoke, smoke_cache, preset):
     """The correction starts at zero; after an epoch its output layer is not, its part of decode is not, it
     runs through the GRU, and it lowers the train split's L1 below the linear part alone."""
@@ -284,22 +238,6 @@ def test_the_gru_correction_trains_and_reaches_the_output(trained, smoke, smoke_
     assert (full - without_gru).abs().mean() > 0.01  # through the GRU
     l1 = lambda y: float((y.clamp(*bounds) - x).abs().mean())  # noqa: E731
     assert l1(full) < l1(linear), (l1(full), l1(linear))
-
-
-def test_pca_gru_starts_its_code_at_the_spectral_envelopes(smoke, smoke_cache):
-    """The first envelope_dims numbers of pca_gru's code are the clip's projections on the envelope directions."""
-    cfg = with_preset(smoke, "pca_gru")
-    model = build_model(cfg).eval()
-    x = smoke_cache.standardised("train")
-    model.init_from_data(x)
-    k = cfg.model.envelope_dims
-    envelopes = torch.as_tensor(spectral_envelopes(k, *cfg.features.shape), dtype=torch.float32)
-    torch.testing.assert_close(model.encoder.weight[:k], envelopes)
-    torch.testing.assert_close(model.linear_decoder.weight[:, :k], envelopes.T)
-    val, centre = smoke_cache.standardised("val"), model.linear_decoder.bias  # the PCA mean (shifted copies too)
-    with torch.no_grad():
-        torch.testing.assert_close(model.encode(val)[:, :k], (val.flatten(1) - centre) @ envelopes.T, atol=1e-4,
-                                   rtol=1e-4)
 
 
 def test_locals_envelope_numbers_read_and_write_the_clips_smooth_spectrum(smoke, trained):
@@ -343,23 +281,38 @@ def descent(model, x: torch.Tensor, steps: int, lr: float, bounds) -> tuple[torc
     return torch.stack(codes), torch.stack(l1)
 
 
-@pytest.mark.parametrize("preset,wins", [("pca_gru", "a middle step"), ("best", "the encoder's code")])
-def test_refine_returns_each_clips_best_code_not_its_last(smoke, smoke_cache, preset, wins):
+class SpectrogramCode(torch.nn.Module):
+    """A code that is the spectrogram itself, from an encoder that says zero: Adam's first steps walk towards
+    the clip, the later ones overshoot it, so a middle step is the best."""
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros_like(x).flatten(1)
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return z.view(len(z), 2, 3)
+
+
+@pytest.mark.parametrize("wins", ["a middle step", "the encoder's code"])
+def test_refine_returns_each_clips_best_code_not_its_last(smoke, smoke_cache, wins):
     """A learning rate so large that descent overshoots: the last step is worse than an earlier one, and refine
     must return, clip by clip, the code with the lowest L1 it reached, the encoder's own among them."""
-    torch.manual_seed(0)  # local's convolutions start random
-    model = build_model(with_preset(smoke, preset)).eval()
-    model.init_from_data(smoke_cache.standardised("train"))
-    x = smoke_cache.standardised("test")
-    bounds = tuple((v - smoke_cache.mean) / smoke_cache.std for v in smoke.features.db_range)
-    codes, l1 = descent(model, x, steps=5, lr=3.0, bounds=bounds)
+    if wins == "a middle step":
+        model, lr, bounds = SpectrogramCode(), 0.4, (-10.0, 10.0)
+        x = torch.tensor([0.5, 0.9, 1.3]).view(3, 1, 1).expand(3, 2, 3).contiguous()
+    else:  # `best` on the smoke clips
+        torch.manual_seed(0)  # local's convolutions start random
+        model, lr = build_model(with_preset(smoke, "best")).eval(), 3.0
+        model.init_from_data(smoke_cache.standardised("train"))
+        x = smoke_cache.standardised("test")
+        bounds = tuple((v - smoke_cache.mean) / smoke_cache.std for v in smoke.features.db_range)
+    codes, l1 = descent(model, x, steps=5, lr=lr, bounds=bounds)
     lowest, where = l1.min(0)
     assert (l1[-1] > lowest).all()  # the last step is worse than the best, for every clip
     if wins == "a middle step":
         assert ((where > 0) & (where < 5)).any()
     else:
         assert (where == 0).any()  # for some clips nothing beats the start: refine must give it back
-    refined = fit_codes(model, x, steps=5, lr=3.0, bounds=bounds)
+    refined = fit_codes(model, x, steps=5, lr=lr, bounds=bounds)
     torch.testing.assert_close(refined, codes[where, torch.arange(len(x))], atol=1e-5, rtol=0)
     with torch.no_grad():
         got = (model.decode(refined).clamp(*bounds) - x).abs().mean(dim=(1, 2))
