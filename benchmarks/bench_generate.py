@@ -20,8 +20,8 @@ Usage, on the runs of `make demo` (its cache and both presets):
   python benchmarks/bench_generate.py --cache runs/demo/cache \\
       --run original=runs/demo/runs/demo-original --run best=runs/demo/runs/demo-best [--figure F.png] [--seeds 10]
 on the rendered piano set, after bench_quality.py (its work folder):
-  python benchmarks/bench_generate.py --cache /tmp/beetnet_bench_quality/cache \\
-      --run original=/tmp/beetnet_bench_quality/run_original --run best=/tmp/beetnet_bench_quality/run_best
+  python benchmarks/bench_generate.py --cache bench/quality/cache \\
+      --run original=bench/quality/run_original --run best=bench/quality/run_best
 """
 from __future__ import annotations
 

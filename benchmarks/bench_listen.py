@@ -20,7 +20,7 @@ pause; the budget for a slider is 300 ms. For the compare view also how many mov
 the encoder's code before their clip was refined, and for a recording picked or a jump far ahead
 how long until the refined drawing replaced it. The dropdowns are timed too.
 
-Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--threads T] [--work /tmp/beetnet_bench_listen]
+Usage: python benchmarks/bench_listen.py [--n 24] [--clips DIR] [--threads T] [--work bench/listen]
                                         [--run RUN --cache CACHE [--pace 0.5]]
 Without --clips it renders clips of the demo set (its modelled pianos); --clips takes any folder of
 {recording}_{k}.wav clips (e.g. the rendered piano set) and picks --n of them evenly.
@@ -126,7 +126,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=24, help="clips to score")
     ap.add_argument("--clips", type=Path, help="a folder of real clips instead of the demo set")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_listen"))
+    ap.add_argument("--work", type=Path, default=Path("bench/listen"))
     ap.add_argument("--threads", type=int, help="torch threads (default: torch's own choice, as in a notebook)")
     ap.add_argument("--run", type=Path, help="a trained run: also time the widgets' slider updates")
     ap.add_argument("--cache", type=Path, help="the cache that run was trained on")

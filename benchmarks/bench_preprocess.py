@@ -8,7 +8,7 @@ Stages, each in its own process so that peak memory is its own:
   load_pt   loading every per-clip .pt into one training tensor
   load_ours loading our cache into one standardised training tensor
 
-Usage: python benchmarks/bench_preprocess.py [--clips 2000] [--work /tmp/bench_pre]
+Usage: python benchmarks/bench_preprocess.py [--clips 2000] [--work bench/preprocess]
 """
 from __future__ import annotations
 
@@ -110,7 +110,7 @@ def run_stage(name: str, clips: Path, work: Path, repeat: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=2000, help="how many demo clips to benchmark on")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_preprocess"))
+    ap.add_argument("--work", type=Path, default=Path("bench/preprocess"))
     ap.add_argument("--repeat", type=int, default=3, help="runs per stage; the fastest is reported")
     ap.add_argument("--stage")
     ap.add_argument("--clip-dir", type=Path)

@@ -17,8 +17,8 @@ Stages (--stages, default all):
               set (each run at least --samples clip presentations, at least 12 epochs); --figure draws it
   realism     the two-sample accuracy of the 12-epoch finetuned run's reconstructions (split by recording)
 
-  .venv/bin/python benchmarks/bench_pretrained.py --clips /work/bench/pianoset/clips \\
-      --unseen-clips /work/bench/pianoset-timgm/clips --work /work/bench/pretrained-bench \\
+  .venv/bin/python benchmarks/bench_pretrained.py --clips bench/pianoset/clips \\
+      --unseen-clips bench/pianoset-timgm/clips --work bench/bp \\
       --figure docs/small_data.png --json docs/bench_pretrained.json
 """
 from __future__ import annotations

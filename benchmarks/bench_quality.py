@@ -17,13 +17,13 @@ budget of their own, with the subject retrained at M beside them (and the main t
 only the --presets named, none with `--presets` alone).
 
 Usage (render the sets first, see render_piano_set.py):
-  python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
-      --unseen-clips /work/bench/pianoset-timgm/clips --minutes 12 [--figure docs/quality_loss.png]
-  python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
-      --unseen-clips /work/bench/pianoset-timgm/clips --presets --ablation --ablation-minutes 4
+  python benchmarks/bench_quality.py --clips bench/pianoset/clips \\
+      --unseen-clips bench/pianoset-timgm/clips --minutes 12 [--figure docs/quality_loss.png]
+  python benchmarks/bench_quality.py --clips bench/pianoset/clips \\
+      --unseen-clips bench/pianoset-timgm/clips --presets --ablation --ablation-minutes 4
 A quick end-to-end check (about a minute; the numbers mean nothing):
-  python benchmarks/bench_quality.py --clips /work/bench/pianoset/clips \\
-      --unseen-clips /work/bench/pianoset-timgm/clips --minutes 0.2 --max-recordings 12 --ablation
+  python benchmarks/bench_quality.py --clips bench/pianoset/clips \\
+      --unseen-clips bench/pianoset-timgm/clips --minutes 0.2 --max-recordings 12 --ablation
 """
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ablation-minutes", type=float, help="budget of each ablation row (default --minutes)")
     ap.add_argument("--max-recordings", type=int, help="only the first N recordings (a quick check)")
     ap.add_argument("--encode-clips", type=int, default=512, help="test clips timed for the encode time")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_quality"))
+    ap.add_argument("--work", type=Path, default=Path("bench/quality"))
     ap.add_argument("--figure", type=Path, help="write the loss curves of the presets here")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
     args = ap.parse_args(argv)

@@ -17,7 +17,7 @@ the access pattern of a full epoch (random rows of the whole mels.npy), at a fix
 validated on the whole val split, as always.
 
 Usage: python benchmarks/bench_scale.py [--sizes 2000,20000,200000] [--stages build,load,resident,streamed,gloo]
-       [--preset best] [--batches 60] [--work /tmp/beetnet_bench_scale] [--json R.json] [--figure F.png]
+       [--preset best] [--batches 60] [--work bench/scale] [--json R.json] [--figure F.png]
 Disk: about 77 KB a clip (its WAV and its row of mels.npy): 1.5 GB at 20,000, 15.4 GB at 200,000.
 """
 from __future__ import annotations
@@ -170,7 +170,7 @@ def main() -> None:
     ap.add_argument("--stages", default=",".join(STAGES), help=f"which of {', '.join(STAGES)}")
     ap.add_argument("--preset", default="best", help="the preset trained for one (cut) epoch")
     ap.add_argument("--batches", type=int, default=60, help="batches an epoch is cut to")
-    ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_scale"))
+    ap.add_argument("--work", type=Path, default=Path("bench/scale"))
     ap.add_argument("--json", type=Path, help="write the measurements here")
     ap.add_argument("--figure", type=Path, help="write the log-log figure here")
     ap.add_argument("--source", type=Path, help="clips to copy (default: the demo set, synthesised once)")

@@ -70,7 +70,7 @@ def main() -> None:
     ap.add_argument("--clips", type=int, default=1000, help="demo clips to train on (about 80%% go to train)")
     ap.add_argument("--unidirectional", action="store_true", help="the encoder as the notebook ran it")
     ap.add_argument("--device", choices=["cpu", "cuda"], default=None)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_bench_train"))
+    ap.add_argument("--work", type=Path, default=Path("bench/train"))
     args = ap.parse_args()
 
     cfg = get_config("full")

@@ -271,7 +271,7 @@ def write_manifest(out: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("/work/bench/corpus"))
+    ap.add_argument("--out", type=Path, default=Path("bench/corpus"))
     ap.add_argument("--soundfont", action="append",
                     help=f"a GM soundfont (repeatable; default {', '.join(SOUNDFONTS)})")
     ap.add_argument("--piece", action="append", help="a music21 corpus path (repeatable; default: corpus_pieces())")

@@ -11,7 +11,7 @@
 Every step runs the package's CLI as a person would, in a process of its own, and the check prints one
 table; it exits 1 if any step failed. `--device cpu` runs the same steps on the CPU (two gloo processes for
 the two-GPU row), a dry run of the check itself on a machine without a GPU.
-Usage: python benchmarks/gpu_check.py [--epochs 4] [--work /tmp/beetnet_gpu_check] [--device cuda|cpu]
+Usage: python benchmarks/gpu_check.py [--epochs 4] [--work bench/gpu_check] [--device cuda|cpu]
 """
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ def bench_train(device: str) -> tuple[str, None]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--epochs", type=int, default=4)
-    ap.add_argument("--work", type=Path, default=Path("/tmp/beetnet_gpu_check"))
+    ap.add_argument("--work", type=Path, default=Path("bench/gpu_check"))
     ap.add_argument("--device", choices=["cuda", "cpu"], default="cuda")
     ap.add_argument("--profile", choices=["demo", "smoke"], default="demo", help="smoke: a dry run's quick data")
     ap.add_argument("--skip-speed", action="store_true", help="leave out bench_train's row")

@@ -5,9 +5,9 @@ The settings are config.PRETRAIN (`best` with a decoder twice as wide and two GR
 epochs, the cosine schedule over all of them; 2% of the recordings validate, 2% are kept back. The run
 resumes where it stopped: give each session its `--minutes`, and run the same command again.
 
-  python benchmarks/build_corpus.py --out /work/bench/corpus          # in its own venv, see there
-  .venv/bin/python benchmarks/pretrain.py --corpus /work/bench/corpus --work /work/bench/pretrain --minutes 100
-  .venv/bin/python benchmarks/pretrain.py --corpus /work/bench/corpus --work /work/bench/pretrain --export
+  python benchmarks/build_corpus.py --out bench/corpus          # in its own venv, see there
+  .venv/bin/python benchmarks/pretrain.py --corpus bench/corpus --work bench/pretrain --minutes 100
+  .venv/bin/python benchmarks/pretrain.py --corpus bench/corpus --work bench/pretrain --export
 
 --export writes beetnet_utils/pretrained/beetnet-pretrained.pt from the run's best checkpoint and prints
 its sha256, which beetnet_utils/pretrained.py holds (PRETRAINED_SHA256).

@@ -205,7 +205,7 @@ def render_piece(job: tuple[str, str, int, str, Path]) -> tuple[dict, dict[str, 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/pianoset"))
+    ap.add_argument("--out", type=Path, default=Path("bench/pianoset"))
     ap.add_argument("--soundfont", default=FLUIDR3, help="a General MIDI .sf2/.sf3 soundfont")
     ap.add_argument("--jobs", type=int, default=2, help="pieces rendered at once")
     ap.add_argument("--only", type=int, help="render only the first N pieces (a quick check)")

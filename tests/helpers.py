@@ -89,6 +89,20 @@ def run_python(script: str, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=120, **kw)
 
 
+@contextlib.contextmanager
+def lock_held_elsewhere(kind: str, folder: Path):
+    """Another process holding storage's `kind` lock ("writer_lock" or "reader_lock") on `folder`; yields its pid."""
+    holder = subprocess.Popen([sys.executable, "-c", f"import time\nfrom beetnet_utils.storage import {kind}\n"
+                               f"with {kind}({str(folder)!r}):\n    print('held', flush=True); time.sleep(60)"],
+                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 DISK_FULL = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

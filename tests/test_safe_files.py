@@ -41,6 +41,7 @@ from helpers import (
     clip_folder,
     copy_run,
     kaggle_cache,
+    lock_held_elsewhere,
     one_line,
     quiet,
     recordings,
@@ -516,22 +517,22 @@ def test_a_cache_cannot_be_rebuilt_while_a_training_reads_it(tmp_path, smoke_cli
 
 
 def test_a_cache_build_refuses_a_clip_folder_being_written(tmp_path, smoke_clips, smoke):
-    import subprocess
-    import sys
-
     clips = shutil.copytree(smoke_clips.path, tmp_path / "clips")
-    holder = subprocess.Popen([sys.executable, "-c", "import sys, time\nfrom beetnet_utils.storage import writer_lock\n"
-                               f"with writer_lock({str(clips)!r}):\n    print('held', flush=True); time.sleep(60)"],
-                              cwd=ROOT, stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(BeetNetError) as exc:
-            build_cache_quiet(clips, tmp_path / "cache", smoke)
-        assert f"being written by process {holder.pid}" in str(exc.value)
-    finally:
-        holder.kill()
-        holder.wait()
+    with lock_held_elsewhere("writer_lock", clips) as pid, pytest.raises(BeetNetError) as exc:
+        build_cache_quiet(clips, tmp_path / "cache", smoke)
+    assert f"being written by process {pid}" in str(exc.value)
     assert not (tmp_path / "cache").exists()
+
+
+def test_a_download_refuses_a_clip_folder_a_cache_build_reads(tmp_path, smoke_clips, smoke):
+    """The other order: a cache build holds its clip folder (a reader's lock) and a download into it is refused,
+    the clips left as they were."""
+    clips = shutil.copytree(smoke_clips.path, tmp_path / "clips")
+    before = tree(clips)
+    with lock_held_elsewhere("reader_lock", clips), pytest.raises(BeetNetError) as exc:
+        download("folder", clips, smoke, audio_dir=recordings(tmp_path / "mine"), progress=False)
+    one_line(exc, "is being read by another process")
+    assert tree(clips) == before
 
 
 def test_a_valid_cache_in_a_read_only_folder_is_reused_and_a_stale_one_is_one_line(tmp_path, smoke_cache, smoke_clips):

@@ -334,6 +334,7 @@ def test_attack_unreadable_meta_json_is_refused_not_trusted(tmp_path, smoke):
     (lambda m: m["stats"].update(std=float("nan")), "changed after the cache was built"),
     (lambda m: m["stats"].update(std=-16.9), "changed after the cache was built"),
     (lambda m: m["features"].update(n_fft=1024), "changed after the cache was built"),
+    (lambda m: m["features"].update(db_min=-60.0), "changed after the cache was built"),
     (lambda m: m.pop("stats"), "changed after the cache was built"),
 ])
 def test_an_edited_meta_json_is_refused_by_load_and_rebuilt_by_build(tmp_path, smoke_cache, smoke, smoke_clips, edit,
