@@ -218,7 +218,8 @@ def test_unknown_prior_is_a_clear_error(run, mid_cache):
 
 
 def test_generation_report_rows_and_the_copying_it_reveals(run, mid_cache):
-    from beetnet_utils.generate import generation_report, nearest_distance, realism_table
+    from beetnet_utils.evaluate import realism_table
+    from beetnet_utils.generate import generation_report, nearest_distance
 
     train, heldout = mid_cache.clips(("train",)), mid_cache.clips(("val", "test"))
     np.testing.assert_array_equal(train[0], mid_cache.clips("train").db)
