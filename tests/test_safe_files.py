@@ -360,7 +360,7 @@ def test_attack_sigkill_during_a_download_leaves_staging_that_the_next_run_remov
     mine = recordings(tmp_path / "mine")
     script = f"""
 import os, signal
-from beetnet_utils import get_config, sources
+from beetnet_utils import data, get_config, sources
 real = data.write_clips
 def write_then_die(*args):
     real(*args)
