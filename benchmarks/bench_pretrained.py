@@ -256,7 +256,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, required=True)
     ap.add_argument("--stages", default="zero_shot,epochs,small_data,realism")
     ap.add_argument("--epochs", type=int, nargs="+", default=[5, 12, 30])
-    ap.add_argument("--samples", type=int, default=40000, help="small_data: clip presentations per run, at least")
+    ap.add_argument("--samples", type=int, default=20000, help="small_data: clip presentations per run, at least")
     ap.add_argument("--figure", type=Path)
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
