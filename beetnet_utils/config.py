@@ -35,7 +35,7 @@ def _fits(value: Any, kind: str) -> bool:
         return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if kind == "int":
         return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, {"bool": bool, "str": str}[kind])
+    return isinstance(value, {"bool": bool, "str": str, "LocalConfig": LocalConfig}[kind])
 
 
 def check_fields(section: Any) -> None:
@@ -115,13 +115,40 @@ class DataConfig:
                              f"(got {self.val_fraction}, {self.test_fraction}, {self.demo_recordings})")
 
 
+def make_section(kind: type, values: Any, name: str = "") -> Any:
+    """One section of settings from JSON (or a `Config.replace` dict): lists become tuples, and a key this
+    version does not know is refused by name."""
+    if not isinstance(values, dict):
+        raise ValueError(f"settings for {kind.__name__} must be a JSON object, not {values!r}")
+    unknown = sorted(name + k for k in set(values) - {f.name for f in dataclasses.fields(kind)})
+    if unknown:
+        raise ValueError(f"unknown settings {', '.join(unknown)} (from a newer version?)")
+    return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+
+
+@dataclass(frozen=True)
+class LocalConfig:
+    """The `local` architecture's own fields: how it lays out the full profile's 256 numbers (model.LocalLayout).
+    The defaults are `best`'s: 32 numbers for the envelope, then 8 steps along the clip of 28."""
+
+    envelope_dims: int = 32  # latent directions that start at the clip's smooth spectral envelope
+    channels: int = 28  # numbers per step (the rest / this = steps); a smaller latent keeps the steps, with fewer
+    kernel: int = 24  # frames each step's pattern reaches
+
+    def __post_init__(self) -> None:
+        check_fields(self)
+        check_positive(self, "channels", "kernel")
+        if self.envelope_dims < 0:
+            raise ValueError(f"setting envelope_dims must be 0 or more (got {self.envelope_dims})")
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """The GRU autoencoder of the README (bidirectional encoder; the notebook ran it unidirectional).
 
     `architecture` names one of model.ARCHITECTURES: `original` is the specification; `local` reads
-    the latent as a short sequence in time (the `best` preset's). The fields after `bidirectional` are
-    ours, `local`'s, and the `original` architecture ignores them.
+    the latent as a short sequence in time (the `best` preset's) and has fields of its own, `local`.
+    The fields after `bidirectional` are ours.
     """
 
     architecture: str = "original"
@@ -134,17 +161,16 @@ class ModelConfig:
     dropout: float = 0.0
     refine_steps: int = 0  # encode time: steps of L1 descent on z through the frozen decoder
     refine_lr: float = 0.05
-    # latent directions that start at the clip's smooth spectral envelope (at a latent of 256; smaller ones
-    # scale, model.LocalLayout)
-    envelope_dims: int = 0
-    # numbers per step along time at a latent of 256 (the rest / this = steps); a smaller latent keeps the
-    # steps, with fewer numbers each
-    local_channels: int = 0
-    local_kernel: int = 24  # frames each step's pattern reaches
+    local: LocalConfig | None = None  # the `local` architecture's fields (a dict is read as one); None for others
 
     def __post_init__(self) -> None:
+        if isinstance(self.local, dict):
+            object.__setattr__(self, "local", make_section(LocalConfig, self.local, "local."))
         check_fields(self)
-        check_positive(self, "proj_dim", "latent_dim", "dec_hidden", "enc_layers", "dec_layers", "local_kernel")
+        check_positive(self, "proj_dim", "latent_dim", "dec_hidden", "enc_layers", "dec_layers")
+        if (self.architecture == "local") != (self.local is not None):
+            raise ValueError(f"the local architecture takes its fields in model.local and no other architecture "
+                             f"has them (got architecture {self.architecture!r}, local {self.local})")
         if not (0 <= self.dropout < 1 and self.refine_steps >= 0 and self.refine_lr > 0):
             raise ValueError(f"dropout must be in [0, 1), refine_steps at least 0 and refine_lr above 0 "
                              f"(got {self.dropout}, {self.refine_steps}, {self.refine_lr})")
@@ -210,20 +236,12 @@ class Config:
     def from_dict(cls, d: dict[str, Any]) -> Config:
         if not isinstance(d, dict):
             raise ValueError(f"settings must be a JSON object of sections, not {type(d).__name__}")
-        def make(kind, values: dict):  # JSON has lists where the dataclasses have tuples
-            if not isinstance(values, dict):
-                raise ValueError(f"settings for {kind.__name__} must be a JSON object, not {values!r}")
-            unknown = sorted(set(values) - {f.name for f in dataclasses.fields(kind)})
-            if unknown:
-                raise ValueError(f"unknown settings {', '.join(unknown)} (from a newer version?)")
-            return kind(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
-
         return cls(
             profile=d.get("profile", "full"),
-            features=make(FeatureConfig, d.get("features", {})),
-            data=make(DataConfig, d.get("data", {})),
-            model=make(ModelConfig, d.get("model", {})),
-            train=make(TrainConfig, d.get("train", {})),
+            features=make_section(FeatureConfig, d.get("features", {})),
+            data=make_section(DataConfig, d.get("data", {})),
+            model=make_section(ModelConfig, d.get("model", {})),
+            train=make_section(TrainConfig, d.get("train", {})),
         )
 
     @classmethod
@@ -250,14 +268,14 @@ def stable_hash(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
-_LOCAL = {"architecture": "local", "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2, "refine_steps": 30,
-          "refine_lr": 0.1, "envelope_dims": 32, "local_channels": 28}
+_LOCAL = {"architecture": "local", "local": {}, "dec_hidden": 128, "dec_layers": 1, "dropout": 0.2,
+          "refine_steps": 30, "refine_lr": 0.1}  # local: LocalConfig's defaults
 _LOCAL_TRAIN = {"weight_decay": 0.05, "schedule": "cosine", "clamp_loss": True, "eq_db": 2.0}
 SHARPNESS = 0.5  # `best`'s flux weight: reconstructions that move from frame to frame as much as the clip does
 
 # What a person chooses from: the specification's model, and ours.
 PRESETS: dict[str, dict[str, dict[str, Any]]] = {
-    "original": {"model": {"architecture": "original"}, "train": {}},
+    "original": {"model": {"architecture": "original", "local": None}, "train": {}},
     # the latent as 32 numbers for the spectral envelope and 8 steps along the clip of 28, decoded by weights
     # shared along time and a GRU over the frames; a random EQ in training; trained for sharp onsets
     "best": {"model": _LOCAL, "train": _LOCAL_TRAIN | {"flux_weight": SHARPNESS}},

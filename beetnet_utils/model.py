@@ -105,19 +105,19 @@ class LocalLayout:
 
     @classmethod
     def of(cls, cfg: ModelConfig) -> LocalLayout:
-        """The layout for `cfg.latent_dim`. The preset's `envelope_dims` and `local_channels` lay out the full
+        """The layout for `cfg.latent_dim`. `cfg.local`'s `envelope_dims` and `channels` lay out the full
         profile's code (ModelConfig's latent_dim, 256: 32 + 8 steps of 28), which fixes the number of steps.
         Another latent keeps those steps, scales each step's channels with it (rounded down) and gives the
         envelope what is left: latent 32 is 8 + 8 steps of 3, latent 64 is 8 + 8 steps of 7."""
-        full = ModelConfig.latent_dim
-        local = full - cfg.envelope_dims
-        if cfg.local_channels < 1 or local < cfg.local_channels or local % cfg.local_channels:
-            raise ValueError(f"preset local: at the full latent of {full}, latent_dim - envelope_dims ({local}) "
-                             f"must be a positive multiple of local_channels ({cfg.local_channels})")
-        steps, channels = local // cfg.local_channels, cfg.local_channels * cfg.latent_dim // full
+        full, own = ModelConfig.latent_dim, cfg.local
+        local = full - own.envelope_dims
+        if local < own.channels or local % own.channels:
+            raise ValueError(f"architecture local: at the full latent of {full}, latent_dim - envelope_dims "
+                             f"({local}) must be a positive multiple of local.channels ({own.channels})")
+        steps, channels = local // own.channels, own.channels * cfg.latent_dim // full
         if channels < 1:
-            raise ValueError(f"preset local: a latent of {cfg.latent_dim} numbers cannot give each of its {steps} "
-                             f"steps a number (at least {-(-full // cfg.local_channels)} are needed)")
+            raise ValueError(f"architecture local: a latent of {cfg.latent_dim} numbers cannot give each of its "
+                             f"{steps} steps a number (at least {-(-full // own.channels)} are needed)")
         return cls(cfg.latent_dim - steps * channels, channels, steps)
 
 
@@ -142,7 +142,7 @@ class LocalGRUAutoencoder(LinearAndCorrection):
         self.channels, self.envelope_dims, self.steps = layout.channels, layout.envelope, layout.steps
         self.n_frames = n_frames
         stride = -(-n_frames // self.steps)  # the steps tile the clip
-        kernel = max(cfg.local_kernel, stride)  # each step's pattern reaches this many frames
+        kernel = max(cfg.local.kernel, stride)  # each step's pattern reaches this many frames
         span = (self.steps - 1) * stride + kernel
         left = (span - n_frames) // 2
         self.pad, self.crop = (left, span - n_frames - left), slice(left, left + n_frames)

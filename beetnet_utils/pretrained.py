@@ -17,7 +17,7 @@ from .runtime import pick_device
 from .storage import BeetNetError
 
 PRETRAINED_PATH = Path(__file__).parent / "pretrained" / "beetnet-pretrained.pt"
-PRETRAINED_SHA256 = "44cc8d7e26c44fcc4452a24304b1d64a77f692eb40a0d1a774e704d1b201e2d7"
+PRETRAINED_SHA256 = "fb1c91cbe01fe5ca6ba16c8fbdb4b7e6c865c862c53692dccbc12291f2fc94aa"
 PRETRAINED_FORMAT = "beetnet-pretrained-1"
 # what the file holds besides the weights (Run reads config, stats, history, epoch; the rest is for the card)
 KEEP = ("config", "stats", "epoch", "history", "model")

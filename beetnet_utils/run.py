@@ -129,7 +129,11 @@ def config_differences(saved: dict, current: dict) -> list[str]:
     """'train.lr 0.001 -> 0.002' for every setting that differs and may not change on resume.
 
     A setting the saved run predates counts as its default: that is what the older code did."""
-    a, b = _flat(Config().to_dict()) | _flat(saved), _flat(current)
+    try:  # defaults at every level, model.local's too
+        a = _flat(Config.from_dict(saved).to_dict())
+    except (ValueError, TypeError):  # a setting this version does not know: listed as differing
+        a = _flat(Config().to_dict()) | _flat(saved)
+    b = _flat(current)
     return [f"{k} {a.get(k)} -> {b.get(k)}" for k in sorted(set(a) | set(b))
             if k not in RESUMABLE_CHANGES and json.dumps(a.get(k)) != json.dumps(b.get(k))]
 

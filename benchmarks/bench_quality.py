@@ -51,7 +51,7 @@ from beetnet_utils.train import quiet  # noqa: E402
 # round 5's `local`, the same architecture).
 ABLATIONS = {
     "no_flux": {"train": {"flux_weight": 0.0}},  # best's sharpness term (local has none)
-    "no_envelope": {"model": {"envelope_dims": 0, "local_channels": 32}},  # all 256 numbers local: 8 steps of 32
+    "no_envelope": {"model": {"local": {"envelope_dims": 0, "channels": 32}}},  # all 256 numbers local: 8 steps of 32
     "no_eq": {"train": {"eq_db": 0.0}},
     "no_refine": {"model": {"refine_steps": 0}},
 }

@@ -5,7 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from beetnet_utils import PROFILES, Config, get_config
+from beetnet_utils import PROFILES, Config, get_config, with_preset
+from beetnet_utils.config import LocalConfig
+from beetnet_utils.run import config_differences
 
 
 def test_full_profile_is_the_specification():
@@ -55,3 +57,26 @@ def test_hash_is_stable_across_processes_and_sensitive_to_every_change():
     assert c.replace(features={"n_mels": 64}).hash() != here
     assert c.replace(train={"lr": 2e-3}).hash() != here
     assert c.replace(model={"bidirectional": False}).hash() != here
+
+
+def test_an_architectures_own_fields_travel_with_it():
+    """`local`'s fields are a section of their own (model.local): only that architecture has them, JSON and
+    `replace` give them as a dict, and a saved run that predates one of them resumes with its default."""
+    best = with_preset(get_config("full"), "best")
+    assert best.model.local == LocalConfig(envelope_dims=32, channels=28, kernel=24)
+    assert with_preset(best, "original").model.local is None and get_config("full").model.local is None
+    assert Config.from_json(best.to_json()) == best
+    assert best.replace(model={"local": {"channels": 56}}).model.local == LocalConfig(channels=56)
+    with pytest.raises(ValueError, match=r"unknown settings local.width \(from a newer version\?\)"):
+        best.replace(model={"local": {"width": 3}})
+    with pytest.raises(ValueError, match=r"the local architecture takes its fields in model.local"):
+        best.replace(model={"local": None})
+    with pytest.raises(ValueError, match=r"no other architecture has them"):
+        get_config("full").replace(model={"local": {}})
+    with pytest.raises(ValueError, match=r"setting channels must be above 0"):
+        LocalConfig(channels=0)
+    saved = best.to_dict()
+    del saved["model"]["local"]["kernel"]
+    assert config_differences(saved, best.to_dict()) == []
+    wider = best.replace(model={"local": {"kernel": 12}}).to_dict()
+    assert config_differences(saved, wider) == ["model.local.kernel 24 -> 12"]

@@ -99,7 +99,7 @@ def test_local_puts_the_same_pattern_wherever_its_step_falls():
     cfg = with_preset(get_config("full"), "local")
     model = build_model(cfg).eval()
     assert model.steps == 8 and not model.out.weight.any()  # a new model: the GRU's correction starts at zero
-    start = cfg.model.envelope_dims + 5 * model.steps  # channel 5 of the local code
+    start = cfg.model.local.envelope_dims + 5 * model.steps  # channel 5 of the local code
 
     def pattern(step: int) -> torch.Tensor:
         z = torch.zeros(1, 256)
@@ -143,11 +143,12 @@ def test_local_keeps_the_full_layout_and_scales_it_to_a_smaller_latent(smoke, mi
 
 def test_local_refuses_a_layout_its_steps_cannot_share_and_a_latent_too_small_for_them():
     full = with_preset(get_config("full"), "local")
-    with pytest.raises(ValueError, match=r"full latent of 256, latent_dim - envelope_dims \(224\) must be a positive "
-                                         r"multiple of local_channels \(30\)"):
-        build_model(full.replace(model={"local_channels": 30}))
-    with pytest.raises(ValueError, match=r"multiple of local_channels \(3\)"):  # what the smoke profile was forced to
-        build_model(with_preset(get_config("smoke"), "local").replace(model={"envelope_dims": 8, "local_channels": 3}))
+    with pytest.raises(ValueError, match=r"full latent of 256, latent_dim - envelope_dims \(224\) must be a "
+                                         r"positive multiple of local.channels \(30\)"):
+        build_model(full.replace(model={"local": {"channels": 30}}))
+    with pytest.raises(ValueError, match=r"multiple of local.channels \(3\)"):  # what the smoke profile was forced to
+        build_model(with_preset(get_config("smoke"), "local").replace(model={"local": {"envelope_dims": 8,
+                                                                                        "channels": 3}}))
     with pytest.raises(ValueError, match=r"a latent of 9 numbers cannot give each of its 8 steps a number "
                                          r"\(at least 10 are needed\)"):
         build_model(full.replace(model={"latent_dim": 9}))

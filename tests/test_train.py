@@ -131,8 +131,7 @@ def test_a_run_saved_before_a_setting_existed_resumes_with_its_default(tmp_path,
     ckpt = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     for key in ("flux_weight", "shift_mels", "gain_db", "tilt_db", "eq_db"):
         del ckpt["config"]["train"][key]
-    for key in ("local_channels", "local_kernel"):
-        del ckpt["config"]["model"][key]
+    del ckpt["config"]["model"]["local"]
     ckpt["rng"]["shift"] = ckpt["rng"].pop("augment")["time"]  # as the time shift's state was saved before
     torch.save(ckpt, tmp_path / "run" / "last.pt")
     assert [h["epoch"] for h in train(smoke_cache, tmp_path / "run", cfg, **quiet)] == [1, 2]
