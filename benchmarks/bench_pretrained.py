@@ -46,6 +46,7 @@ from beetnet_utils.train import quiet, train  # noqa: E402
 
 SIZES = (1, 2, 4, 8, 16, None)  # train recordings of the small-data curve (None: all)
 REALISM_TRAIN_RECORDINGS = 6  # what the realism rows' feature space is fitted on
+REALISM_SEEDS = (0, 1, 2)  # halves of the held-out recordings: the rows' spread
 
 
 @dataclasses.dataclass
@@ -180,18 +181,24 @@ def small_data(targets: dict[str, Target], args) -> dict:
 
 def realism(targets: dict[str, Target], args) -> dict:
     target = targets["rendered"]
-    run_dir = args.work / "runs" / "rendered/finetuned/12"
-    if not (run_dir / "best.pt").exists():
-        train_and_score(target, target.cache, "finetuned", 12, run_dir, "full")
-    out = {}
+    run_dirs = {f"{kind} (12 epochs)": args.work / "runs" / f"rendered/{kind}/12" for kind in ("finetuned", "scratch")}
+    for name, run_dir in run_dirs.items():
+        if not (run_dir / "best.pt").exists():
+            train_and_score(target, target.cache, name.split()[0], 12, run_dir, "full")
+    runs = {name: load_run(run_dir) for name, run_dir in run_dirs.items()} | {"pretrained": load_pretrained()}
     # the rows asked for (real halves, decoder) compare held-out clips with their reconstructions; the train
     # recordings only fit the feature space (400 clips) and the priors (none here): 6 of them are plenty, and
-    # spare refining every train clip
+    # spare refining every train clip. Each seed draws other halves of the 8 held-out recordings.
     train_db, train_recs = subset(target.cache, REALISM_TRAIN_RECORDINGS).clips("train")
     held_db, held_recs = target.cache.clips(("val", "test"))
-    for name, run in {"finetuned (12 epochs)": load_run(run_dir), "pretrained": load_pretrained()}.items():
-        rows = generation_report(run, train_db, train_recs, held_db, held_recs, priors=())["rows"]
-        out[name] = {k: rows[k] for k in ("real halves", "decoder")}
+    out = {}
+    for name, run in runs.items():
+        out[name] = {}
+        for seed in REALISM_SEEDS:
+            rows = generation_report(run, train_db, train_recs, held_db, held_recs, priors=(), seed=seed)["rows"]
+            out[name][str(seed)] = {k: rows[k] for k in ("real halves", "decoder")}
+        print(json.dumps({name: {s: {k: r["accuracy"] for k, r in rows.items()} for s, rows in out[name].items()}}),
+              flush=True)
     return out
 
 
@@ -248,8 +255,14 @@ def print_tables(results: dict) -> None:
             print(f"| {row['recordings']} ({row['clips']}, {row['epochs']}) | {row['finetuned']['rendered']:.2f} | "
                   f"{row['scratch']['rendered']:.2f} | {row['pca_256']['rendered']:.2f} | {u} |")
     if "realism" in results:
-        for name, rows in results["realism"].items():
-            print(f"\nrealism, {name}: " + ", ".join(f"{k} accuracy {v['accuracy']}" for k, v in rows.items()))
+        print("\n| rendered set, held-out recordings | real halves: accuracy | decoder: accuracy | decoder: Fréchet |")
+        print("|---|---:|---:|---:|")
+        for name, seeds in results["realism"].items():
+            cells = []
+            for row, key in (("real halves", "accuracy"), ("decoder", "accuracy"), ("decoder", "frechet")):
+                v = [s[row][key] for s in seeds.values()]
+                cells.append(f"{np.mean(v):.2f} ({min(v):.2f}-{max(v):.2f})")
+            print(f"| {name} | " + " | ".join(cells) + " |")
 
 
 def main() -> None:
