@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import shutil
+import sys
 
 import numpy as np
 
@@ -27,7 +28,8 @@ def test_notebook_and_cli_default_to_the_same_preset():
     assert parser().parse_args(["train", "--cache", "c", "--run", "r"]).preset == DEFAULT_PRESET
 
 
-def test_the_four_steps_on_explicit_folders(tmp_path):
+def test_the_four_steps_on_explicit_folders(tmp_path, monkeypatch):
+    monkeypatch.setattr(sys.modules["beetnet_utils.evaluate"], "REALISM_FIT_CLIPS", 30)  # smoke has 48 train clips
     s = sessions.for_folders("smoke", clips=tmp_path / "clips", cache=tmp_path / "cache", runs=tmp_path / "runs")
     clips = s.download(progress=False)
     cache = s.cache(progress=False)
@@ -36,6 +38,9 @@ def test_the_four_steps_on_explicit_folders(tmp_path):
     assert len(history) == 1 and (s.run_dir("original") / "best.pt").exists()
     report = s.evaluate()
     assert list(report["splits"]["test"]["models"])[0] == "original"
+    realism = report["realism"]["original"]["clips"]  # the train clips refined for it are capped
+    assert realism["fit"] + realism["unseen"] == 30
+    assert realism["held-out"] == report["splits"]["val"]["clips"] + report["splits"]["test"]["clips"]
     assert (tmp_path / "runs" / "report.json").exists()
 
 
