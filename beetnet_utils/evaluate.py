@@ -54,7 +54,7 @@ from torch import nn
 
 from .cache import SAMPLE_CLIPS, MelCache
 from .cache_build import build_cache
-from .generate import generation_report
+from .generate import FIT_CLIPS, generation_report
 from .model import fit_codes
 from .pca import PCA
 from .run import Run
@@ -62,9 +62,6 @@ from .storage import BeetNetError, atomic_write, check_not_inside, open_regular
 
 REPORT_VERSION = 4
 REALISM_HELDOUT, REALISM_TRAIN = 8, 16  # the fewest clips the two-sample test measures with: 4 a side
-# the most train clips the realism rows fit their priors and feature space on: each is refined through every
-# run's decoder, the slowest step of a report (docs/RESULTS.md, "Realism of the reconstructions")
-REALISM_FIT_CLIPS = 512
 
 
 def metrics(pred_db: np.ndarray, target_db: np.ndarray, std: float) -> dict[str, float]:
@@ -152,7 +149,7 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
     """The report: baselines fitted on `cache`'s train split (at most SAMPLE_CLIPS of it); every run and
     baseline scored on `splits` (or on every clip of `other`). `runs` is one run (named beetnet) or
     {name: run} to compare presets. `realism`: add each run's realism rows (generate.generation_report),
-    `splits` against train (at most REALISM_FIT_CLIPS of it), where there are enough clips for the test."""
+    `splits` against train (at most generate.FIT_CLIPS of it), where there are enough clips for the test."""
     runs = {"beetnet": runs} if isinstance(runs, Run) else dict(runs)
     if not runs:
         raise BeetNetError("evaluate needs at least one trained run: pass a Run or {name: Run} (train one first)")
@@ -175,7 +172,7 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
         preds = {name: reconstruct_all(run, x) for name, run in runs.items()} | baselines.predict(x)
         report["splits"][split] = score(preds, x, recordings, first.stats["std"])
     if realism and other is None:
-        train, heldout = cache.clips("train", most=REALISM_FIT_CLIPS), cache.clips(splits)  # with their recordings
+        train, heldout = cache.clips("train", most=FIT_CLIPS), cache.clips(splits)  # with their recordings
         if len(heldout.db) >= REALISM_HELDOUT and len(train.db) >= REALISM_TRAIN:
             report["realism"] = {name: generation_report(run, *train, *heldout) for name, run in runs.items()}
     return report

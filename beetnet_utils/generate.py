@@ -27,6 +27,10 @@ from .realism import ClipSet, FeatureSpace, realism_report, split_groups
 from .run import Run
 from .storage import BeetNetError, check_array
 
+# the most train clips a prior (and the realism rows' feature space) is fitted on: each is refined through
+# the run's decoder first, the slowest step of notebook 04 (docs/RESULTS.md, "Realism of the reconstructions")
+FIT_CLIPS = 512
+
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
     """Spherical interpolation of direction, linear of length; falls back to lerp for parallel vectors."""

@@ -148,7 +148,7 @@ display(Markdown(bn.realism_table(report.get("realism", {}))))
 
 # %%
 PRIOR = bn.best_prior(report, PRESET)  # the prior row of lowest accuracy above (gaussian if none)
-samples = bn.generate.samples(runs, cache.clips("train", most=bn.cache.SAMPLE_CLIPS).db, n=4, prior=PRIOR)
+samples = bn.generate.samples(runs, cache.clips("train", most=bn.generate.FIT_CLIPS).db, n=4, prior=PRIOR)
 bn.plots.grid({name: list(s) for name, s in samples.items()}, [f"{PRIOR} sample {i}" for i in range(4)]);
 
 # %% [markdown]

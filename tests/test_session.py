@@ -29,7 +29,7 @@ def test_notebook_and_cli_default_to_the_same_preset():
 
 
 def test_the_four_steps_on_explicit_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(sys.modules["beetnet_utils.evaluate"], "REALISM_FIT_CLIPS", 30)  # smoke has 48 train clips
+    monkeypatch.setattr(sys.modules["beetnet_utils.evaluate"], "FIT_CLIPS", 30)  # smoke has 48 train clips
     s = sessions.for_folders("smoke", clips=tmp_path / "clips", cache=tmp_path / "cache", runs=tmp_path / "runs")
     clips = s.download(progress=False)
     cache = s.cache(progress=False)
