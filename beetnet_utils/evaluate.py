@@ -54,7 +54,7 @@ from torch import nn
 
 from .cache import SAMPLE_CLIPS, MelCache
 from .cache_build import build_cache
-from .generate import FIT_CLIPS, generation_report
+from .generate import FIT_CLIPS, decode_all, encode_all, generation_report
 from .model import fit_codes
 from .pca import PCA
 from .run import Run
@@ -168,13 +168,17 @@ def evaluate(runs: Run | dict[str, Run], cache: MelCache, splits: tuple[str, ...
             {s: cache.clips(s) for s in splits})
     if other is not None:
         report["other_clips"] = other.meta["clips_dir"]
+    codes = {name: [] for name in runs}  # each run's codes of the splits, in order: the realism rows reuse them
     for split, (x, recordings) in sets.items():
-        preds = {name: reconstruct_all(run, x) for name, run in runs.items()} | baselines.predict(x)
+        for name, run in runs.items():
+            codes[name].append(encode_all(run, x))
+        preds = {name: decode_all(run, codes[name][-1]) for name, run in runs.items()} | baselines.predict(x)
         report["splits"][split] = score(preds, x, recordings, first.stats["std"])
     if realism and other is None:
         train, heldout = cache.clips("train", most=FIT_CLIPS), cache.clips(splits)  # with their recordings
         if len(heldout.db) >= REALISM_HELDOUT and len(train.db) >= REALISM_TRAIN:
-            report["realism"] = {name: generation_report(run, *train, *heldout) for name, run in runs.items()}
+            report["realism"] = {name: generation_report(run, *train, *heldout, heldout_codes=np.concatenate(z))
+                                 for (name, run), z in zip(runs.items(), codes.values())}
     return report
 
 

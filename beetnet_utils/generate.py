@@ -206,7 +206,8 @@ def nearest_distance(mel_db: np.ndarray, reference_db: np.ndarray, batch: int = 
 
 def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarray, heldout_db: np.ndarray,
                       heldout_recordings: np.ndarray, priors: tuple[str, ...] = tuple(PRIORS), temperature: float = 1.0,
-                      unseen: int = 4, reference: int = 400, seed: int = 0) -> dict:
+                      unseen: int = 4, reference: int = 400, seed: int = 0,
+                      heldout_codes: np.ndarray | None = None) -> dict:
     """Realism rows of one run (realism.realism_report): the decoder, each prior and midpoints, against a floor.
 
     Each clip comes with its recording (`MelCache.clips(splits)` gives both): the rows compare
@@ -214,7 +215,8 @@ def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarr
     priors' fit, which takes the others; the feature space is fitted on `reference` of the priors'
     clips. `nearest_train_db` gives, per set, the mean distance of a spectrogram to the nearest
     reconstruction of a clip the priors were fitted on: samples far nearer than held-out
-    reconstructions are copies.
+    reconstructions are copies. `heldout_codes`: the held-out clips' codes where the caller has them
+    (evaluate has scored them), so that they are not refined twice.
     """
     rng = np.random.default_rng(seed)
     train_recordings = np.asarray(train_recordings)
@@ -224,7 +226,7 @@ def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarr
     space = FeatureSpace.fit(fit_db[rng.permutation(len(fit_db))[:reference]], run.stats["mean"], run.stats["std"])
     z_fit = encode_all(run, fit_db)
     fit_recon = decode_all(run, z_fit)
-    heldout = _clip_set(run, heldout_db, np.asarray(heldout_recordings))
+    heldout = _clip_set(run, heldout_db, np.asarray(heldout_recordings), heldout_codes)
     held_back = _clip_set(run, train_db[unseen_rows], train_recordings[unseen_rows])
     samples = {name: decode_all(run, fit_prior(name, z_fit, seed).sample(len(unseen_rows), seed, temperature))
                for name in priors}
@@ -237,6 +239,6 @@ def generation_report(run: Run, train_db: np.ndarray, train_recordings: np.ndarr
                            "held-out": len(np.unique(heldout_recordings))}}
 
 
-def _clip_set(run: Run, db: np.ndarray, recordings: np.ndarray) -> ClipSet:
-    codes = encode_all(run, db)
+def _clip_set(run: Run, db: np.ndarray, recordings: np.ndarray, codes: np.ndarray | None = None) -> ClipSet:
+    codes = encode_all(run, db) if codes is None else codes
     return ClipSet(db, recordings, codes, decode_all(run, codes))

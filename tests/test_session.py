@@ -10,6 +10,7 @@ from beetnet_utils import runtime
 from beetnet_utils import session as sessions
 from beetnet_utils.cli import parser
 from beetnet_utils.config import DEFAULT_PRESET
+from beetnet_utils.run import Run
 
 
 def test_start_picks_demo_locally_and_respects_the_kernels_environment(tmp_path, capsys):
@@ -36,11 +37,14 @@ def test_the_four_steps_on_explicit_folders(tmp_path, monkeypatch):
     assert clips.clips == len(cache.names) + sum(cache.meta["skipped"].values())
     history = s.train("original", progress=False, epochs=1)
     assert len(history) == 1 and (s.run_dir("original") / "best.pt").exists()
+    encoded, encode = [], Run.encode
+    monkeypatch.setattr(Run, "encode", lambda run, x, refine=True: encoded.append(len(x)) or encode(run, x, refine))
     report = s.evaluate()
     assert list(report["splits"]["test"]["models"])[0] == "original"
     realism = report["realism"]["original"]["clips"]  # the train clips refined for it are capped
-    assert realism["fit"] + realism["unseen"] == 30
-    assert realism["held-out"] == report["splits"]["val"]["clips"] + report["splits"]["test"]["clips"]
+    held_out = report["splits"]["val"]["clips"] + report["splits"]["test"]["clips"]
+    assert realism["fit"] + realism["unseen"] == 30 and realism["held-out"] == held_out
+    assert sum(encoded) == len(report["runs"]) * (held_out + 30)  # once each: realism reuses the scored codes
     assert (tmp_path / "runs" / "report.json").exists()
 
 
