@@ -13,16 +13,6 @@ from beetnet_utils import build_cache, download, get_config
 
 import helpers
 
-# the four longest tests (`make test --durations`): started first, they run beside the short ones, where the
-# last of them started late would leave one worker running it alone at the end. The Colab journey, which
-# holds Kaggle's test port, runs beside the driver, which does not touch it.
-LONGEST = ("test_pipeline.py::test_the_driver", "test_colab.py::test_the_whole_journey",
-           "test_kaggle.py::test_the_four_notebooks", "test_distributed.py::test_a_rank_killed_mid_epoch")
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: next((i for i, name in enumerate(LONGEST) if name in item.nodeid), len(LONGEST)))
-
 
 @pytest.fixture
 def kaggle_port():
